@@ -1,0 +1,17 @@
+{
+  "targets": [
+    {
+      "target_name": "shardtls_tls",
+      "sources": ["src/tls/native/engine.c"],
+      "cflags": ["-std=c11", "-Wall", "-Wextra", "-O2"],
+      "defines": ["NAPI_VERSION=8"],
+      "libraries!": ["-lssl", "-lcrypto"]
+    },
+    {
+      "target_name": "shardtls_fd",
+      "sources": ["src/main/native/fd.c"],
+      "cflags": ["-std=c11", "-Wall", "-Wextra", "-O2"],
+      "defines": ["NAPI_VERSION=8"]
+    }
+  ]
+}
