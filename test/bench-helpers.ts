@@ -20,9 +20,8 @@ let pems: Promise<{ private: string; cert: string }> | undefined;
 /** Makes (once per test file) a self-signed certificate for localhost. */
 export function testCertificate(): Promise<{ private: string; cert: string }> {
   pems ??= selfsigned.generate([{ name: 'commonName', value: 'localhost' }], {
-    days: 1,
-    keySize: 2048,
-    extensions: [{ name: 'subjectAltName', altNames: [{ type: 2, value: 'localhost' }] }],
+    notAfterDate: new Date(Date.now() + 86_400_000),
+    keyType: 'ec',
   });
   return pems;
 }
@@ -36,8 +35,6 @@ export async function startEchoServer(corruptAt?: number): Promise<EchoServer> {
   const sockets = new Set<net.Socket>();
 
   const server = tls.createServer({ key, cert, allowHalfOpen: true }, (socket) => {
-    sockets.add(socket);
-    socket.on('close', () => sockets.delete(socket));
     socket.on('error', () => {});
 
     if (corruptAt === undefined) {
@@ -56,6 +53,10 @@ export async function startEchoServer(corruptAt?: number): Promise<EchoServer> {
     socket.on('end', () => socket.end());
   });
   server.on('tlsClientError', () => {});
+  server.on('connection', (socket: net.Socket) => {
+    sockets.add(socket);
+    socket.on('close', () => sockets.delete(socket));
+  });
 
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const port = (server.address() as net.AddressInfo).port;
