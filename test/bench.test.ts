@@ -2,7 +2,7 @@ import { writeFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import type { BenchResult } from '../src/main/bench/run.js';
 import { resolveOptions, BenchUsageError } from '../src/main/bench/options.js';
-import { buildTable, slice, startOf, verify } from '../src/main/bench/pattern.js';
+import { PERIOD, buildTable, slice, startOf, verify } from '../src/main/bench/pattern.js';
 import type { EchoServer } from './bench-helpers.js';
 import { runBenchCommand, startEchoServer } from './bench-helpers.js';
 
@@ -13,6 +13,22 @@ describe('bench payload pattern', () => {
     const sent = Buffer.concat([slice(table, start, 0, 65_536), slice(table, start, 65_536, 500)]);
     expect(verify(table, start, 0, sent)).toBe(-1);
     expect(verify(table, start, 1000, sent.subarray(1000))).toBe(-1);
+  });
+
+  test('table repeats with its period', () => {
+    const table = buildTable(9);
+    for (let i = PERIOD; i < table.length; i++) {
+      if (table[i] !== table[i - PERIOD])
+        expect.fail(`table[${i}] differs from table[${i - PERIOD}]`);
+    }
+  });
+
+  test('slices at any position agree', () => {
+    const table = buildTable(3);
+    const start = startOf(5);
+    const whole = Buffer.from(slice(table, start, 60_000, 65_536));
+    expect(verify(table, start, 60_000, whole)).toBe(-1);
+    expect(verify(table, start, 65_000, whole.subarray(5000))).toBe(-1);
   });
 
   test('verify finds a flipped byte', () => {

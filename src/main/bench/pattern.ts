@@ -29,7 +29,10 @@ export function buildTable(seed: number): Buffer {
     state = nextSeed(state);
     table[i] = state >>> 24;
   }
-  table.copy(table, PERIOD, 0, WINDOW);
+
+  // WINDOW is larger than PERIOD, so the tail is filled byte by byte: a single copy of the
+  // first WINDOW bytes would read tail bytes that are not written yet.
+  for (let i = PERIOD; i < table.length; i++) table[i] = table[i - PERIOD]!;
   return table;
 }
 

@@ -51,7 +51,12 @@ function loadFailures(load: LoadResult, who: string): string[] {
 
 /** Reads `memory.rss` from the server's stats endpoint; rejects when it is missing. */
 export async function readServerRss(statsUrl: string): Promise<number> {
-  const response = await fetch(statsUrl, { signal: AbortSignal.timeout(5000) });
+  let response: Response;
+  try {
+    response = await fetch(statsUrl, { signal: AbortSignal.timeout(5000) });
+  } catch (error) {
+    throw new Error(`cannot read stats endpoint ${statsUrl}: ${(error as Error).message}`);
+  }
   if (!response.ok) throw new Error(`stats endpoint ${statsUrl} returned HTTP ${response.status}`);
 
   const body = (await response.json()) as { memory?: { rss?: unknown } };
