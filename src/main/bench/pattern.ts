@@ -4,10 +4,9 @@
  *
  * A worker fills one table from its run seed with a cheap PRNG (a 32-bit LCG). Each connection
  * starts at a table position drawn from its own seed, and the byte at stream offset `o` is
- * `table[(start + o) % PERIOD]`. The table is stored with its first WINDOW bytes repeated at
- * the end, so every window of up to WINDOW bytes is one contiguous slice: sending takes a view
- * of the table and checking calls the native `Buffer.compare`, with no per-message allocation
- * of payload bytes.
+ * `table[(start + o) % PERIOD]`. The table repeats its first WINDOW bytes at the end, so every
+ * window of up to WINDOW bytes is one contiguous slice. Sending takes a view of the table and
+ * checking calls the native `Buffer.compare`, so no payload bytes are allocated per message.
  */
 
 /** Period of the payload pattern in bytes: prime, so it never lines up with power-of-two sizes. */
@@ -16,7 +15,7 @@ export const PERIOD = 65_521;
 /** Largest slice handed out by `slice` or checked in one `compare` call, in bytes. */
 export const WINDOW = 65_536;
 
-/** One step of a 32-bit LCG (Numerical Recipes constants), returning the next state. */
+/** Advances a 32-bit LCG (Numerical Recipes constants) by one step and returns the new state. */
 export function nextSeed(state: number): number {
   return (Math.imul(state, 1_664_525) + 1_013_904_223) >>> 0;
 }
@@ -39,14 +38,6 @@ export function buildTable(seed: number): Buffer {
 /** Returns the table position at which the connection with this seed starts its stream. */
 export function startOf(connectionSeed: number): number {
   return nextSeed(nextSeed(connectionSeed >>> 0)) % PERIOD;
-}
-
-/** A mismatch between an echoed byte and the byte that was sent at the same stream offset. */
-export interface Mismatch {
-  /** Stream offset of the first wrong byte, counted from the first byte of the connection. */
-  offset: number;
-  expected: number;
-  actual: number;
 }
 
 /**
