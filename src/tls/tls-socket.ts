@@ -873,15 +873,18 @@ export class TlsSocket implements Upstream {
         // Whatever the step produced goes out before we wait for the peer's answer.
         const pending = this.flushOutput();
         if (pending < 0) throw this.errorFor(this.failWrite(pending), 'handshake failed');
+        if (result === 1) {
+          // What is left (a server's session tickets, RFC 8446 section 4.6.1) needs no answer, so
+          // a detached flush sends it and the handshake resolves without waiting for the reader.
+          this.stateBits |= HANDSHAKE_DONE;
+          if (pending > 0 && (this.stateBits & FLUSHING) === 0) this.startDetachedFlush();
+          return;
+        }
         if (pending > 0) {
           await this.waitWritable();
           continue;
         }
 
-        if (result === 1) {
-          this.stateBits |= HANDSHAKE_DONE;
-          return;
-        }
         if (result === NEED_WRITE) continue;
         if (result === NEED_READ) {
           const pulled = this.pullInput();
