@@ -103,6 +103,8 @@ class Relayed {
   paused = 0;
   rxEnded = false;
   txEnded = false;
+  /** The socket closed cleanly while bytes were still held; CLOSE follows those bytes. */
+  closing = false;
   /** Prebound socket.write callback that grants tx credit as bytes reach the kernel. */
   onFlushed: () => void = () => {};
 
@@ -292,10 +294,20 @@ export class RelayPump {
 
   private onSocketClose(conn: Relayed, hadError: boolean): void {
     if (this.connections.get(conn.id) !== conn) return;
+
+    // A clean close can come while bytes still wait for credit: they go to the shard first.
+    if (!hadError && conn.held !== null) {
+      conn.closing = true;
+      return;
+    }
+    this.finishClose(conn, hadError);
+  }
+
+  /** Forgets a closed socket and sends CLOSE, normal when both directions ended cleanly. */
+  private finishClose(conn: Relayed, hadError: boolean): void {
     this.connections.delete(conn.id);
-    // Bytes still held for credit never reach the shard, so that close is not a normal one.
-    const normal = !hadError && conn.rxEnded && conn.txEnded && conn.held === null;
     conn.held = null;
+    const normal = !hadError && conn.rxEnded && conn.txEnded;
     this.writeRecord(conn, KIND_CLOSE, normal ? CLOSE_NORMAL : CLOSE_RESET, null, 0, 0, false);
   }
 
@@ -429,6 +441,10 @@ export class RelayPump {
       this.pushData(conn, conn.held, conn.heldOffset);
       if (conn.held !== null) return;
       if (conn.rxEnded) this.writeRecord(conn, KIND_END, 0, null, 0, 0, false);
+      if (conn.closing) {
+        this.finishClose(conn, false);
+        return;
+      }
     }
     this.unpause(conn, PAUSED_FOR_CREDIT);
   }
