@@ -3,7 +3,6 @@
  * certificates for logs.
  */
 import { X509Certificate } from 'node:crypto';
-import { generate } from 'selfsigned';
 
 /** A generated certificate and its key, as PEM text. */
 export interface GeneratedCertificate {
@@ -45,6 +44,8 @@ export async function generateSelfSigned(
   const notBeforeDate = new Date(Date.now() - 60 * 60 * 1000);
   const notAfterDate = new Date(notBeforeDate.getTime() + validityDays * DAY_MS);
 
+  // Loaded on first use, so CLI runs that fail on their input do not pay for it.
+  const { generate } = await import('selfsigned');
   const pems = await generate([{ name: 'commonName', value: 'localhost' }], {
     keyType: 'ec',
     curve: 'P-256',

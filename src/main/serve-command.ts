@@ -245,7 +245,11 @@ function resolveWithFlagNames(input: ServerOptionsInput, flags: ServeFlags): Ser
 
     const flag = flagOf(error.option, flags);
     if (flag === undefined) throw error;
-    const message = error.message.split(error.option).join(flag);
+    const message = error.message
+      .replace(/\btls\.(?:certs\[\d+\]\.(?:cert|key)|ca(?:\[\d+\])?)/g, (option) => {
+        return flagOf(option, flags) ?? option;
+      })
+      .replace(new RegExp(`^(invalid|missing) ${error.option}\\b`), `$1 ${flag}`);
     throw new ConfigError(flag, message, { cause: error });
   }
 }
