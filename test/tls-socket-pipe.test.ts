@@ -94,6 +94,31 @@ async function recvExactly(socket: TlsSocket, expected: number): Promise<Buffer>
   return out;
 }
 
+/** Reads with `tryRecv`, parking on `readable` after EAGAIN, until `expected` bytes arrived. */
+async function tryRecvExactly(socket: TlsSocket, expected: number): Promise<Buffer> {
+  const out = Buffer.alloc(expected);
+  let filled = 0;
+  let wake: (() => void) | null = null;
+  socket.setHandler({
+    readable: () => wake?.(),
+    writable: () => undefined,
+  });
+
+  while (filled < expected) {
+    const n = socket.tryRecv(out, filled, expected - filled);
+    if (n > 0) {
+      filled += n;
+      continue;
+    }
+    if (n !== EAGAIN) throw new Error(`tryRecv returned ${n} after ${filled} bytes`);
+    await new Promise<void>((resolve) => {
+      wake = resolve;
+    });
+    wake = null;
+  }
+  return out;
+}
+
 /** Splits `data` into `count` arrays: even, random, or random with empty arrays mixed in. */
 function split(data: Uint8Array, count: number, mode: string, seed: number): Uint8Array[] {
   let state = seed;
@@ -221,6 +246,30 @@ describe('TlsSocket over a memory pipe', () => {
       client.send([data.subarray(0, 100), data.subarray(100)]),
     ]);
     expect(received.equals(data)).toBe(true);
+  });
+
+  test('handshake driven by trySend and tryRecv', async () => {
+    const { client, server } = makePair(512);
+    const data = randomBytes(70_000);
+    const [received] = await Promise.all([
+      tryRecvExactly(server, data.length),
+      trySendAll(client, [data]),
+    ]);
+    expect(received.equals(data)).toBe(true);
+    expect(client.info().version).toBe('TLSv1.3');
+  });
+
+  test('tracker idle after stranded ciphertext', async () => {
+    const { client, server, tracker } = makePair(1024);
+    await Promise.all([client.handshake(), server.handshake()]);
+
+    const data = randomBytes(9_000);
+    expect(client.trySend([data])).toBe(data.length);
+    expect(tracker.running).toBeGreaterThanOrEqual(1);
+
+    const [received] = await Promise.all([recvExactly(server, data.length), tracker.idle()]);
+    expect(received.equals(data)).toBe(true);
+    expect(client.state & FLUSHING).toBe(0);
   });
 
   test('truncated stream reads ECONNRESET', async () => {

@@ -127,9 +127,9 @@ export class MemoryPipeEnd implements Upstream {
   /**
    * Copies as many bytes of `iov` as fit into the ring toward the peer.
    *
-   * Returns the bytes accepted (possibly fewer than offered, and a `writable` callback follows a
-   * short write), 0 for an empty iovec, EAGAIN when the ring is full (`writable` follows), EPIPE
-   * after `shutdownWrite` or after either side closed, or EBADF after this endpoint's `close`.
+   * Returns the bytes accepted, which may be fewer than offered (then `writable` follows). It
+   * returns 0 for an empty iovec, EAGAIN when the ring is full (`writable` follows), EPIPE after
+   * `shutdownWrite` or after the peer closed, or EBADF after this endpoint's `close`.
    */
   trySend(iov: IoVec): number {
     if (this.closed) return EBADF;
@@ -209,8 +209,9 @@ export class MemoryPipeEnd implements Upstream {
   }
 
   /**
-   * Closes both directions at once. The peer reads the bytes already buffered toward it, then
-   * ECONNRESET, like a TCP reset; its `trySend` returns EPIPE. Idempotent.
+   * Closes both directions at once. The peer reads the bytes already buffered toward it and then
+   * gets ECONNRESET (a TCP reset would drop those bytes), and its `trySend` returns EPIPE.
+   * Idempotent.
    */
   close(): void {
     if (this.closed) return;

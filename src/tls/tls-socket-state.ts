@@ -31,7 +31,7 @@ export const WANT_READABLE = 1 << 10;
 export const WRITE_WAITS_READ = 1 << 11;
 /** `tryRecv` returned EAGAIN while the engine waits to send: `readable` follows a drain. */
 export const READ_WAITS_WRITE = 1 << 12;
-/** The upstream reached the end of its stream and the engine was told (`writeInputEof`). */
+/** The upstream reached the end of its stream, and `writeInputEof` passed that to the engine. */
 export const UPSTREAM_EOF = 1 << 13;
 /** Our close_notify has left through the upstream, which was then shut for writing. */
 export const SHUTDOWN_FLUSHED = 1 << 14;

@@ -139,9 +139,10 @@ export class TlsSocket implements Upstream {
   /**
    * Encrypts plaintext from `iov` and sends the ciphertext to the upstream without waiting.
    *
-   * Steps: flush ciphertext left pending by earlier calls; feed plaintext to the engine, copying
-   * arrays shorter than one record into a staging buffer so that small arrays share records, and
-   * passing longer arrays straight in; flush the new ciphertext once for the whole call.
+   * It first flushes ciphertext left pending by earlier calls. It then feeds plaintext to the
+   * engine: arrays shorter than one record are copied into a staging buffer so that small arrays
+   * share records, and longer arrays go straight in. Last, it flushes the new ciphertext once
+   * for the whole call.
    *
    * Results:
    * - `n > 0`: the engine consumed `n` plaintext bytes. The caller never offers them again and
@@ -150,6 +151,9 @@ export class TlsSocket implements Upstream {
    *   `trySend` returns EAGAIN until it ends. When `n` is short, the caller calls again with the
    *   rest (it gets EAGAIN when nothing fits). An error met after some bytes were consumed is
    *   kept and returned by the next call.
+   *   After EAGAIN or a short count the caller offers the same unconsumed bytes again. OpenSSL
+   *   may already hold their head in a half-sent record, and its SSL_write retry rule needs the
+   *   retry to start with those bytes and be no shorter.
    * - `0`: the iovec was empty.
    * - `EAGAIN`: nothing was consumed because the upstream is full, a detached flush or a `send()`
    *   owns the write side, or the engine needs input (an unfinished handshake) while a `recv()` or
@@ -186,7 +190,7 @@ export class TlsSocket implements Upstream {
    * - `n > 0`: `n` bytes of plaintext. The caller calls again until EAGAIN.
    * - `0`: the peer's close_notify arrived (RFC 8446 section 6.1), and every later call returns 0.
    * - `EAGAIN`: no complete record is buffered, or a `recv()`/`handshake()` owns the read side, or
-   *   the engine must send (a TLS 1.3 KeyUpdate answer, a session ticket) and the upstream is full.
+   *   the engine must send (a TLS 1.3 KeyUpdate reply, a session ticket) and the upstream is full.
    *   In that last case a detached flush starts (unless one runs) and the read resumes when the
    *   upstream has drained, so nothing is lost or reordered. A `readable` callback follows in
    *   every case; the caller parks until then.
@@ -219,10 +223,10 @@ export class TlsSocket implements Upstream {
   }
 
   /**
-   * Starts a graceful end of our write side without waiting: `trySend` returns EPIPE from now
-   * on; once no write is in progress, close_notify is queued (RFC 8446 section 6.1), flushed by a
-   * detached flush when needed, and the upstream's write side is shut. Reading goes on until
-   * the peer's close_notify. Idempotent.
+   * Starts a graceful end of our write side without waiting, so `trySend` returns EPIPE from
+   * now on. Once no write is in progress, close_notify is queued (RFC 8446 section 6.1) and
+   * flushed, by a detached flush when the upstream is full, and then the upstream's write side
+   * is shut. Reading goes on until the peer's close_notify. Idempotent.
    */
   shutdownWrite(): void {
     if ((this.stateBits & (CLOSED | SHUTDOWN_REQUESTED)) !== 0) return;
@@ -467,7 +471,7 @@ export class TlsSocket implements Upstream {
    * owns the read side (WRITE_WAITS_READ makes `writable` follow new input), or a fatal code.
    */
   private readForWrite(): number {
-    // The peer cannot answer handshake messages that have not left yet.
+    // The peer cannot reply to handshake messages that have not left yet.
     const pending = this.flushOutput();
     if (pending < 0) return pending;
 
@@ -516,7 +520,7 @@ export class TlsSocket implements Upstream {
       }
 
       if (result === NEED_WRITE) {
-        // The engine must send (a KeyUpdate answer, a ticket) before it can read on.
+        // The engine must send (a KeyUpdate reply, a ticket) before it can read on.
         const before = this.engine.outputPending();
         const pending = this.flushOutput();
         if (pending < 0) return this.failRead(pending);
@@ -648,6 +652,7 @@ export class TlsSocket implements Upstream {
   }
 
   private startDetachedFlush(): void {
+    if ((this.stateBits & FLUSHING) !== 0) return;
     this.stateBits |= FLUSHING;
     this.tracker?.started();
   }
