@@ -6,7 +6,7 @@ import { createHash, randomBytes } from 'node:crypto';
 
 import { afterEach, describe, expect, test } from 'vitest';
 
-import { EAGAIN } from '../src/shared/codes.js';
+import { EAGAIN, ECONNRESET } from '../src/shared/codes.js';
 import { type IoVec, iovAdvance, iovLength } from '../src/shared/iovec.js';
 import { createSecureContext, type SecureContext } from '../src/tls/context.js';
 import { FlushTracker } from '../src/tls/flush-tracker.js';
@@ -31,13 +31,13 @@ interface Pair {
 }
 
 /** Makes a client and a server TlsSocket over a memory pipe of `capacity` bytes each way. */
-function makePair(capacity: number): Pair {
+function makePair(capacity: number, trustedCa: string = certs.ca.cert): Pair {
   const serverContext: SecureContext = createSecureContext({
     cert: certs.server.cert,
     key: certs.server.key,
   });
   const clientContext: SecureContext = createSecureContext({
-    ca: certs.ca.cert,
+    ca: trustedCa,
     servername: 'localhost',
   });
   const pipe = createMemoryPipe(capacity);
@@ -270,6 +270,22 @@ describe('TlsSocket over a memory pipe', () => {
     const [received] = await Promise.all([recvExactly(server, data.length), tracker.idle()]);
     expect(received.equals(data)).toBe(true);
     expect(client.state & FLUSHING).toBe(0);
+  });
+
+  test('untrusted certificate fails both handshakes', async () => {
+    const { client, server } = makePair(4096, certs.otherCa.cert);
+    const [clientResult, serverResult] = await Promise.allSettled([
+      client.handshake(),
+      server.handshake(),
+    ]);
+
+    expect(clientResult.status).toBe('rejected');
+    const clientError = (clientResult as PromiseRejectedResult).reason;
+    expect(clientError.code).toBe('ECONNRESET');
+    expect(clientError.cause.message).toMatch(/certificate verify failed/);
+    expect(client.error).toBe(clientError.cause);
+    expect(serverResult.status).toBe('rejected');
+    expect(client.trySend([new Uint8Array(1)])).toBe(ECONNRESET);
   });
 
   test('truncated stream reads ECONNRESET', async () => {
