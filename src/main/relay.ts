@@ -5,10 +5,10 @@
  * and shard → tx ring → socket. It never parses what it moves.
  *
  * Flow control (see credit.ts), per connection and direction:
- * - rx: the pump sends at most the rx window before the shard grants CREDIT; a socket out of
+ * - rx: the pump sends at most the rx window before the shard grants CREDIT. A socket out of
  *   credit is paused and resumes when CREDIT arrives.
- * - tx: the shard sends at most the tx window; the pump grants it back as `socket.write`
- *   flushes to the kernel, so a client that stops reading holds at most one window here.
+ * - tx: the shard sends at most the tx window, and the pump grants it back as `socket.write`
+ *   flushes to the kernel. So a client that stops reading keeps at most one window here.
  * When the rx ring itself is full, records wait in a per-shard queue, in order, and the sockets
  * that fed it are paused until the ring has room. The queue is bounded because every DATA in it
  * was within its connection's credit.
@@ -46,7 +46,7 @@ export interface RelayPumpOptions {
 
 /** Counters of a RelayPump. Byte counts are payload bytes. */
 export interface RelayStats {
-  /** Connections the pump holds now. */
+  /** Connections open in the pump now. */
   connections: number;
   /** Connections added since the pump started. */
   opened: number;
@@ -214,7 +214,7 @@ export class RelayPump {
     };
   }
 
-  /** Returns the figures of connection `id`, or undefined when the pump no longer holds it. */
+  /** Returns the figures of connection `id`, or undefined when it is no longer open. */
   connectionStats(id: number): RelayConnectionStats | undefined {
     const conn = this.connections.get(id);
     if (conn === undefined) return undefined;
@@ -228,8 +228,8 @@ export class RelayPump {
   }
 
   /**
-   * Stops the pump: destroys every socket it holds and stops reading the tx ring. No record is
-   * sent; the shard's endpoint is expected to close with it.
+   * Stops the pump: destroys every open socket and stops reading the tx ring. No record is
+   * sent, so the caller closes the shard's endpoint too.
    */
   close(): void {
     if (this.closed) return;
@@ -257,7 +257,7 @@ export class RelayPump {
   private onSocketData(conn: Relayed, chunk: Buffer): void {
     if (this.connections.get(conn.id) !== conn) return;
     if (conn.held !== null) {
-      // Only when 'data' fires after pause(); keep the order by appending.
+      // Only when 'data' fires after pause(). Appending keeps the byte order.
       conn.held = Buffer.concat([conn.held.subarray(conn.heldOffset), chunk]);
       conn.heldOffset = 0;
       return;
@@ -288,7 +288,7 @@ export class RelayPump {
   private onSocketEnd(conn: Relayed): void {
     if (this.connections.get(conn.id) !== conn) return;
     conn.rxEnded = true;
-    // Bytes held for credit go first; END follows them once they are written.
+    // Bytes held for credit go first, and END follows once they are written.
     if (conn.held === null) this.writeRecord(conn, KIND_END, 0, null, 0, 0, false);
   }
 
@@ -449,7 +449,7 @@ export class RelayPump {
     this.unpause(conn, PAUSED_FOR_CREDIT);
   }
 
-  /** Ends or destroys the socket after the shard's CLOSE, and forgets the connection. */
+  /** Ends or destroys the socket after the shard's CLOSE, and removes the connection. */
   private closeFromShard(conn: Relayed, reason: number): void {
     this.connections.delete(conn.id);
     conn.held = null;

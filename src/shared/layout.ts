@@ -2,9 +2,9 @@
  * The SharedArrayBuffer layout of a ring and the records it carries, in one place.
  *
  * A ring is one SharedArrayBuffer: a header of control words, then a data region of
- * `capacity` bytes (a power of two). The header words are Int32 slots; each slot that two
- * threads write sits on its own 64-byte cache line so the producer and the consumer do not
- * share a line.
+ * `capacity` bytes (a power of two). The header words are Int32 slots. Each slot that both
+ * threads touch has a 64-byte cache line to itself, so the producer and the consumer do not
+ * contend for one line.
  *
  * A record is a 16-byte header followed by its payload, padded so that every record starts on a
  * 16-byte boundary. A record is never split across the end of the data region: when the
@@ -25,9 +25,9 @@ export const HEAD_INDEX = 0;
  * Written only by the producer. The consumer waits on this word when the ring is empty.
  */
 export const TAIL_INDEX = 16;
-/** 1 while the consumer may be waiting on TAIL_INDEX; the producer clears it when it notifies. */
+/** 1 while the consumer may be waiting on TAIL_INDEX. The producer clears it when it notifies. */
 export const CONSUMER_WAITING_INDEX = 32;
-/** 1 while the producer may be waiting on HEAD_INDEX; the consumer clears it when it notifies. */
+/** 1 while the producer may be waiting on HEAD_INDEX. The consumer clears it when it notifies. */
 export const PRODUCER_WAITING_INDEX = 48;
 /** Data region size in bytes, written once when the ring is created. */
 export const CAPACITY_INDEX = 64;
@@ -75,15 +75,15 @@ export const MAX_RING_CAPACITY = 1 << 30;
 
 // ---- Record kinds ----
 
-/** Filler up to the end of the data region; the consumer skips it. Never seen by callers. */
+/** Filler up to the end of the data region, skipped by RingReader and never passed to handlers. */
 export const KIND_PAD = 0;
-/** A new connection; the payload is the peer address and the windows (see `OPEN_*`). */
+/** A new connection, with the peer address and the windows as payload (see `OPEN_*`). */
 export const KIND_OPEN = 1;
 /** Bytes of the connection's stream. */
 export const KIND_DATA = 2;
 /** Half-close: the sender sends no more DATA in this direction. */
 export const KIND_END = 3;
-/** The connection is gone in both directions; the argument is a `CLOSE_*` reason. */
+/** The connection is gone in both directions, with a `CLOSE_*` reason as the argument. */
 export const KIND_CLOSE = 4;
 /** The receiver consumed bytes and grants the argument's count back to the sender. */
 export const KIND_CREDIT = 5;
@@ -109,7 +109,7 @@ export const OPEN_FAMILY = 10;
 export const OPEN_ADDRESS_LENGTH = 11;
 /** The peer's address as ASCII text (`127.0.0.1`, `::1`, `fe80::1%eth0`). */
 export const OPEN_ADDRESS = 12;
-/** Longest address text carried; a longer one is cut (an IPv6 text with a zone fits). */
+/** Maximum address text length carried. A longer text is cut, but IPv6 with a zone fits. */
 export const OPEN_MAX_ADDRESS_BYTES = 64;
 /** Largest OPEN payload. */
 export const OPEN_MAX_PAYLOAD = OPEN_ADDRESS + OPEN_MAX_ADDRESS_BYTES;
@@ -120,7 +120,7 @@ export const OPEN_MAX_PAYLOAD = OPEN_ADDRESS + OPEN_MAX_ADDRESS_BYTES;
 export const DEFAULT_WINDOW = 64 * 1024;
 /** Smallest window accepted, so credit records stay rare next to the data they release. */
 export const MIN_WINDOW = 4096;
-/** Largest window accepted; it must fit the 32-bit OPEN fields and bound per-connection memory. */
+/** Largest window accepted, so windows fit the 32-bit OPEN fields and bound per-connection memory. */
 export const MAX_WINDOW = 64 * 1024 * 1024;
 
 // ---- OPEN payload codec ----
@@ -148,7 +148,9 @@ export function encodeOpenPayload(dst: Uint8Array, payload: OpenPayload): number
   view.setUint32(OPEN_RX_WINDOW, payload.rxWindow, true);
   view.setUint32(OPEN_TX_WINDOW, payload.txWindow, true);
   view.setUint16(OPEN_PORT, payload.port, true);
-  const family = payload.family === 'IPv4' ? 4 : payload.family === 'IPv6' ? 6 : 0;
+  let family = 0;
+  if (payload.family === 'IPv4') family = 4;
+  if (payload.family === 'IPv6') family = 6;
   view.setUint8(OPEN_FAMILY, family);
 
   const address = payload.address;
@@ -179,11 +181,14 @@ export function decodeOpenPayload(
   for (let i = 0; i < addressLength; i++) {
     address += String.fromCharCode(bytes[offset + OPEN_ADDRESS + i]);
   }
-  const family = view.getUint8(OPEN_FAMILY);
+  const familyCode = view.getUint8(OPEN_FAMILY);
+  let family = '';
+  if (familyCode === 4) family = 'IPv4';
+  if (familyCode === 6) family = 'IPv6';
   return {
     address,
     port: view.getUint16(OPEN_PORT, true),
-    family: family === 4 ? 'IPv4' : family === 6 ? 'IPv6' : '',
+    family,
     rxWindow: view.getUint32(OPEN_RX_WINDOW, true),
     txWindow: view.getUint32(OPEN_TX_WINDOW, true),
   };

@@ -3,7 +3,7 @@
  *
  * One thread owns the `RingWriter` and one thread owns the `RingReader` of a ring. The data
  * region is a power of two in size and indexed with a mask. Head and tail are wrapping 32-bit byte
- * counters in the header (see layout.ts); `(tail - head) | 0` is the number of bytes in use.
+ * counters in the header (see layout.ts), and `(tail - head) | 0` is the number of bytes in use.
  *
  * Records are contiguous: a 16-byte header (connection id, kind, payload length, argument), the
  * payload, and padding up to a 16-byte boundary. A record never straddles the end of the data
@@ -17,8 +17,8 @@
  * - the publishing side stores its counter, then reads the other side's flag, and calls
  *   `Atomics.notify` only when the flag was set (it clears the flag, so a burst of writes
  *   notifies once).
- * All of these are sequentially consistent `Atomics` operations, so at least one side sees the
- * other's store.
+ * All of these are sequentially consistent `Atomics` operations, so at least one side loads the
+ * value that the other side stored.
  *
  * A pending `Atomics.waitAsync` does not keep a Node.js event loop alive (checked on Node 20.20),
  * so the owner of a ring keeps its thread alive by other means (a message port, a server).
@@ -239,8 +239,8 @@ export class RingWriter {
 
   /**
    * Calls `callback` once after the reader releases space, asynchronously (never inside this
-   * call). A later call before the callback ran replaces the callback. The callback only says
-   * that space may be free: the caller retries its write and waits again if it still fails.
+   * call). A later call before the callback ran replaces the callback. The callback only means
+   * that space may be free, so the caller retries its write and waits again if it still fails.
    */
   waitWritable(callback: () => void): void {
     this.onWritable = callback;

@@ -38,8 +38,8 @@ export interface RingEndpointOptions {
    */
   onOpen(socket: RingSocket, peer: PeerAddress): void;
   /**
-   * Largest rx window (bytes) an OPEN may ask this side to buffer per connection. A connection
-   * that asks for more is closed with a reset. Default MAX_WINDOW.
+   * Largest rx window (bytes) an OPEN may request this side to buffer per connection. A
+   * connection that requests more is closed with a reset. Default MAX_WINDOW.
    */
   creditBytes?: number;
 }
@@ -193,8 +193,8 @@ export class RingSocket implements Upstream {
   }
 
   /**
-   * Closes the connection and frees its buffer. After `shutdownWrite` the main thread still
-   * sends the bytes already accepted and then closes the client socket; without it the client
+   * Closes the connection and frees its buffer. After `shutdownWrite`, the main thread still
+   * sends the bytes already accepted and then closes the client socket. Without it, the client
    * socket is destroyed at once. Later calls return EBADF.
    */
   close(): void {
@@ -217,7 +217,8 @@ export class RingSocket implements Upstream {
     let buffer = this.buffer;
     if (buffer === null || buffer.byteLength < used) buffer = this.grow(before, used);
 
-    // Write at the end of the buffered bytes, wrapping at most once.
+    // Write after the buffered bytes. The buffer has room for the whole window, so one wrap
+    // at most.
     const mask = buffer.byteLength - 1;
     const end = (this.bufferStart + before) & mask;
     const first = Math.min(length, buffer.byteLength - end);
@@ -240,7 +241,7 @@ export class RingSocket implements Upstream {
     if (this.handler !== null) this.handler.writable();
   }
 
-  /** Replaces the buffer with a larger one that holds `needed` bytes, keeping `kept` bytes. */
+  /** Replaces the buffer with one of room for `needed` bytes, keeping the first `kept` bytes. */
   private grow(kept: number, needed: number): Uint8Array {
     const size = Math.max(MIN_RECEIVE_BUFFER, nextPowerOfTwo(needed));
     const buffer = new Uint8Array(size);
@@ -308,8 +309,8 @@ export class RingEndpoint {
   }
 
   /**
-   * Stops reading and writing. Open RingSockets see ECONNRESET; the main thread learns of the
-   * end from its own side (RelayPump.close) because no record is sent.
+   * Stops reading and writing, and open RingSockets return ECONNRESET. No record is sent, so
+   * the main thread closes its side itself (RelayPump.close).
    */
   close(): void {
     if (this.closed) return;
@@ -355,7 +356,7 @@ export class RingEndpoint {
     this.writer.waitWritable(this.onRoom);
   }
 
-  /** Flushes queued control records, then tells blocked sockets that they may write again. */
+  /** Flushes queued control records, then calls `writable` on the sockets that found it full. */
   private readonly onRoom = (): void => {
     this.waitingForRoom = false;
     const controls = this.controls;
