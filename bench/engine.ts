@@ -25,7 +25,11 @@ function cpuModel(): string {
   return match?.[1] ?? 'unknown';
 }
 
-function pair(version: 'TLSv1.2' | 'TLSv1.3', bioSize: number): [OpenSslEngine, OpenSslEngine] {
+function pair(
+  version: 'TLSv1.2' | 'TLSv1.3',
+  bioSize: number,
+  releaseBuffers = true,
+): [OpenSslEngine, OpenSslEngine] {
   const certs = testCerts();
   const server = createSecureContext({ cert: certs.server.cert, key: certs.server.key });
   const client = createSecureContext({
@@ -36,8 +40,8 @@ function pair(version: 'TLSv1.2' | 'TLSv1.3', bioSize: number): [OpenSslEngine, 
     ciphersuites: 'TLS_AES_128_GCM_SHA256',
     ciphers: 'ECDHE-ECDSA-AES128-GCM-SHA256',
   });
-  const c = createEngine(client, { bioSize });
-  const s = createEngine(server, { isServer: true, bioSize });
+  const c = createEngine(client, { bioSize, releaseBuffers });
+  const s = createEngine(server, { isServer: true, bioSize, releaseBuffers });
   for (let round = 0; round < 50 && !(c.handshakeDone() && s.handshakeDone()); round++) {
     c.handshake();
     c.transferTo(s);
@@ -54,8 +58,8 @@ function pair(version: 'TLSv1.2' | 'TLSv1.3', bioSize: number): [OpenSslEngine, 
 }
 
 /** Client-to-server bulk copy through peekOutput/consumeOutput/writeInput, as a socket would. */
-function bulk(version: 'TLSv1.2' | 'TLSv1.3'): number {
-  const [c, s] = pair(version, 64 * 1024);
+function bulk(version: 'TLSv1.2' | 'TLSv1.3', releaseBuffers: boolean): number {
+  const [c, s] = pair(version, 64 * 1024, releaseBuffers);
   const src = new Uint8Array(16 * 1024).fill(7);
   const wire = new Uint8Array(64 * 1024);
   const dst = new Uint8Array(64 * 1024);
@@ -83,14 +87,15 @@ function bulk(version: 'TLSv1.2' | 'TLSv1.3'): number {
  * `combined`, ciphertext moves by `transferTo` (one native call per direction) instead of
  * peekOutput + consumeOutput + writeInput.
  */
-function echo(version: 'TLSv1.2' | 'TLSv1.3', combined: boolean): number {
-  const [c, s] = pair(version, 0);
+function echo(version: 'TLSv1.2' | 'TLSv1.3', combined: boolean, releaseBuffers: boolean): number {
+  const [c, s] = pair(version, 0, releaseBuffers);
   const msg = new Uint8Array(64).fill(1);
   const wire = new Uint8Array(4096);
   const buf = new Uint8Array(4096);
   const deadline = performance.now() + SECONDS * 1000;
   const maxTrips = 100_000_000;
   let trips = 0;
+
   const start = performance.now();
   while (trips < maxTrips) {
     for (let i = 0; i < 1000; i++) {
@@ -114,6 +119,7 @@ function echo(version: 'TLSv1.2' | 'TLSv1.3', combined: boolean): number {
     trips += 1000;
     if (performance.now() > deadline) break;
   }
+
   const seconds = (performance.now() - start) / 1000;
   c.destroy();
   s.destroy();
@@ -136,21 +142,30 @@ function opensslSpeed(): { command: string; mbps: number } {
 console.log(`node ${process.version}, OpenSSL in node: ${native.opensslVersion()}`);
 console.log(`openssl CLI: ${execFileSync('openssl', ['version'], { encoding: 'utf8' }).trim()}`);
 console.log(`CPU: ${cpuModel()}, ${SECONDS} s per measurement`);
+// Other processes on the machine slow every figure; the load average shows how busy it was.
+console.log(`load average at start: ${readFileSync('/proc/loadavg', 'utf8').trim()}`);
 console.log();
 
 const speed = opensslSpeed();
 console.log(`${speed.command}: ${speed.mbps.toFixed(0)} MB/s (encrypt only, one core)`);
+console.log('The pair below encrypts and decrypts every byte on one core: 0.5 x is the ceiling.');
+const modes = [
+  ['release buffers', true],
+  ['keep buffers', false],
+] as const;
 for (const version of ONLY === 'echo' ? [] : (['TLSv1.3', 'TLSv1.2'] as const)) {
-  const mbps = bulk(version);
-  const ratio = (mbps / speed.mbps).toFixed(2);
-  console.log(`${version} bulk 16 KiB writes: ${mbps.toFixed(0)} MB/s (${ratio} x openssl speed;`);
-  console.log('  the pair both encrypts and decrypts every byte on one core)');
+  for (const [label, release] of modes) {
+    const mbps = bulk(version, release);
+    const ratio = (mbps / speed.mbps).toFixed(2);
+    console.log(`${version} bulk 16 KiB, ${label}: ${mbps.toFixed(0)} MB/s (${ratio} x speed)`);
+  }
 }
 for (const version of ONLY === 'bulk' ? [] : (['TLSv1.3', 'TLSv1.2'] as const)) {
-  const plain = echo(version, false);
-  const combined = echo(version, true);
-  console.log(`${version} 64-byte echo: ${(plain / 1000).toFixed(0)}k round trips/s`);
-  console.log(
-    `${version} 64-byte echo, transferTo: ${(combined / 1000).toFixed(0)}k round trips/s`,
-  );
+  for (const [label, release] of modes) {
+    for (const combined of [false, true]) {
+      const rate = echo(version, combined, release) / 1000;
+      const path = combined ? 'transferTo' : 'peek/consume/writeInput';
+      console.log(`${version} 64-byte echo, ${label}, ${path}: ${rate.toFixed(0)}k round trips/s`);
+    }
+  }
 }

@@ -135,6 +135,12 @@ describe('data', () => {
     expect(writes).toBeGreaterThanOrEqual(64);
   });
 
+  test('releaseBuffers false passes data', () => {
+    const { c, s } = connect({}, {}, { releaseBuffers: false });
+    const data = randomBytes(100_000);
+    expect(send(c, s, data).received.equals(data)).toBe(true);
+  });
+
   test('peekOutput copies without consuming', () => {
     const { c, s } = connect();
     expect(c.write(Buffer.from('hello'), 0, 5)).toBe(5);

@@ -4,7 +4,7 @@
  * The options are plain data (strings, byte arrays, booleans), so they survive postMessage and
  * every shard builds its own context from the same object. A context serves both sides: server
  * engines use the certificate, `requestCert`, `requireCert` and `sniContexts`; client engines use
- * `ca`, `servername` and `rejectUnauthorized`, and send the certificate when a server asks.
+ * `ca`, `servername` and `rejectUnauthorized`, and send the certificate when a server requests one.
  */
 import { readFileSync } from 'node:fs';
 

@@ -73,6 +73,7 @@ export interface NativeBinding {
     servername: string | null,
     bioSize: number,
     session: Uint8Array | null,
+    releaseBuffers: boolean,
   ): NativeHandle;
   handshake(engine: NativeHandle): number;
   handshakeDone(engine: NativeHandle): boolean;

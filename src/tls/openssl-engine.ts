@@ -58,6 +58,12 @@ export interface EngineOptions {
   bioSize?: number;
   /** Client: a session from `session()` of an earlier engine, to resume. */
   session?: Uint8Array;
+  /**
+   * Free SSL's record buffers whenever they are empty (SSL_MODE_RELEASE_BUFFERS). Default true,
+   * which suits many idle connections. False keeps about 34 KiB per engine allocated and saves a
+   * malloc and free per record, for connections that stay busy.
+   */
+  releaseBuffers?: boolean;
 }
 
 /** One TLS connection over OpenSSL. Call `destroy()` when done; the collector is a fallback. */
@@ -96,9 +102,9 @@ export class OpenSslEngine implements TlsEngine {
   }
 
   /**
-   * Copies pending ciphertext without consuming it. Returns the bytes copied, which can be fewer
+   * Copies pending ciphertext without consuming it. Returns the bytes copied. That can be fewer
    * than `outputPending()` when the BIO pair's ring buffer wraps after a partial
-   * `consumeOutput`; consume what was sent and peek again for the rest.
+   * `consumeOutput`, so consume what was sent and peek again for the rest.
    */
   peekOutput(dst: Uint8Array, offset: number, length: number): number {
     return native.peekOutput(this.#h, dst, offset, length);
@@ -177,6 +183,7 @@ export function createEngine(context: SecureContext, options: EngineOptions = {}
     isServer ? null : servername,
     options.bioSize ?? 0,
     options.session ?? null,
+    options.releaseBuffers ?? true,
   );
   return new OpenSslEngine(handle, isServer);
 }
