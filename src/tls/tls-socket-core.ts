@@ -135,10 +135,10 @@ export class TlsSocketCore implements Upstream {
    *   may already hold their head in a half-sent record, and its SSL_write retry rule needs the
    *   retry to start with those bytes and be no shorter.
    * - `0`: the iovec was empty.
-   * - `EAGAIN`: nothing was consumed because the upstream is full, a detached flush or a `send()`
-   *   owns the write side, or the engine needs input (an unfinished handshake) while a `recv()` or
-   *   `handshake()` owns the read side or no input has arrived. A `writable` callback follows;
-   *   the caller parks until then.
+   * - `EAGAIN`: nothing was consumed. Either the upstream is full, or a detached flush or a
+   *   `send()` owns the write side, or the engine needs input (an unfinished handshake) that has
+   *   not arrived or that a `recv()` or `handshake()` is reading. A `writable` callback follows,
+   *   and the caller parks until then.
    * - `EPIPE`: after `shutdownWrite()`/`shutdown()`, or after the peer's close_notify
    *   (RFC 8446 section 6.1). No callback follows; the caller stops writing.
    * - `ECONNRESET`: the engine failed (a protocol error, kept in `error`) or the upstream ended
@@ -254,7 +254,7 @@ export class TlsSocketCore implements Upstream {
     return result;
   }
 
-  /** What the handshake agreed (fields are null before it completes). Throws after `close()`. */
+  /** Returns what the handshake agreed (null fields before it completes). Throws after close(). */
   info(): TlsSessionInfo {
     return this.engine.info();
   }
@@ -471,7 +471,7 @@ export class TlsSocketCore implements Upstream {
 
   /** Pulls ciphertext for a read. Returns >= 0 when the engine has something new, or a code. */
   private readForRead(): number {
-    // Handshake messages must reach the peer before it answers; drain them in the background.
+    // Handshake messages must reach the peer before it can reply, so drain them in the background.
     const pending = this.flushOutput();
     if (pending > 0 && (this.stateBits & FLUSHING) === 0) this.startDetachedFlush();
     if (pending < 0 && this.writeError === 0) this.writeError = pending;
@@ -481,7 +481,7 @@ export class TlsSocketCore implements Upstream {
       return this.failRead(ECONNRESET);
     }
     if (this.engine.inputSpace() === 0) {
-      this.failure ??= new Error('TLS engine input is full but holds no complete record');
+      this.failure ??= new Error('TLS engine input buffer is full but contains no complete record');
       return this.failRead(ECONNRESET);
     }
 
@@ -529,7 +529,7 @@ export class TlsSocketCore implements Upstream {
     else if (pending < 0 && this.writeError === 0) this.writeError = pending;
   }
 
-  /** A one-array iovec over the first `length` bytes of the scratch buffer, from a cache. */
+  /** Returns a one-array iovec over the first `length` scratch bytes, reusing cached views. */
   private scratchIov(length: number): IoVec {
     const iov = this.flushIov;
     if (length === SCRATCH_SIZE) {
@@ -554,7 +554,7 @@ export class TlsSocketCore implements Upstream {
 
   /**
    * Reads ciphertext from the upstream into the engine. Returns the bytes pushed (> 0), 0 at the
-   * upstream's end of stream (the engine is told once), EAGAIN, or the upstream's error code.
+   * upstream's end of stream (passed to the engine once), EAGAIN, or the upstream's error code.
    */
   protected pullInput(): number {
     if ((this.stateBits & UPSTREAM_EOF) !== 0) return 0;

@@ -116,7 +116,7 @@ export class TlsSocket extends TlsSocketCore {
       if (this.writeError !== 0) throw this.errorFor(this.writeError, 'shutdown failed');
       await this.waitWritable();
     }
-    // EPIPE only says the peer closed first; anything else may have cut our data short.
+    // EPIPE means only that the peer closed first. Any other error may have cut our data short.
     if (this.writeError !== 0 && this.writeError !== EPIPE) {
       throw this.errorFor(this.writeError, 'shutdown failed');
     }
@@ -138,11 +138,11 @@ export class TlsSocket extends TlsSocketCore {
         this.checkHandshakeAlive();
         const result = this.engineHandshake();
 
-        // Whatever the step produced goes out before we wait for the peer's answer.
+        // Whatever the step produced goes out before we wait for the peer's reply.
         const pending = this.flushOutput();
         if (pending < 0) throw this.errorFor(this.failWrite(pending), 'handshake failed');
         if (result === 1) {
-          // What is left (a server's session tickets, RFC 8446 section 4.6.1) needs no answer, so
+          // What is left (a server's session tickets, RFC 8446 section 4.6.1) needs no reply, so
           // a detached flush sends it and the handshake resolves without waiting for the reader.
           this.stateBits |= HANDSHAKE_DONE;
           if (pending > 0 && (this.stateBits & FLUSHING) === 0) this.startDetachedFlush();
