@@ -6,6 +6,8 @@
  * opens it with `new net.Socket({ fd })`. The duplicate carries FD_CLOEXEC so that child
  * processes never inherit client connections.
  */
+#define _POSIX_C_SOURCE 200809L
+
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>

@@ -1,0 +1,170 @@
+/**
+ * The echo service on both transports with real TLS clients: concurrency, back-pressure from a
+ * client that stops reading, abrupt disconnects, a shard that dies, and drain.
+ */
+import { randomBytes } from 'node:crypto';
+import { fileURLToPath } from 'node:url';
+
+import { afterEach, describe, expect, test } from 'vitest';
+
+import {
+  connect,
+  echoMessages,
+  randomMessages,
+  startService,
+  waitFor,
+  type TestService,
+} from './helpers/service.js';
+
+const TRANSPORTS = ['direct', 'relay'] as const;
+const crashHandler = new URL('./fixtures/crash-handler.mjs', import.meta.url).href;
+
+let service: TestService | null = null;
+
+afterEach(async () => {
+  await service?.server.close({ deadlineMs: 1_000 });
+  service = null;
+});
+
+describe.each(TRANSPORTS)('%s transport', (transport) => {
+  test('200 concurrent connections echo every byte', async () => {
+    service = await startService({ transport });
+    const s = service;
+
+    const clients = Array.from({ length: 200 }, () =>
+      echoMessages(s, randomMessages(1 + Math.floor(Math.random() * 8), 40_000)),
+    );
+    const echoed = await Promise.all(clients);
+    expect(echoed.every((bytes) => bytes > 0)).toBe(true);
+
+    const stats = await s.server.stats();
+    const handshakes = stats.shards.reduce((sum, shard) => sum + shard.handshakesDone, 0);
+    expect(handshakes).toBe(200);
+    expect(stats.shards).toHaveLength(2);
+    expect(stats.shards.every((shard) => shard.connectionsTotal > 0)).toBe(true);
+  });
+
+  test('stalled reader leaves neighbours running', async () => {
+    service = await startService({ transport, shards: 1 });
+    const s = service;
+
+    // A client that sends 8 MiB and never reads its echo: the server must push back on it.
+    const stalled = await connect(s);
+    stalled.pause();
+    const blob = randomBytes(8 * 1024 * 1024);
+    stalled.write(blob);
+
+    await waitFor(async () => {
+      const [shard] = (await s.server.stats()).shards;
+      return shard.bytesIn > 256 * 1024;
+    });
+
+    // Neighbours on the same shard still get every byte back.
+    await Promise.all(
+      Array.from({ length: 20 }, () => echoMessages(s, randomMessages(20, 16_384))),
+    );
+
+    // The stalled connection's bytes stay in the kernel and the bounded buffers, not in the heap.
+    const [shard] = (await s.server.stats()).shards;
+    expect(shard.bytesIn).toBeLessThan(blob.byteLength);
+    expect(shard.heapUsed).toBeLessThan(64 * 1024 * 1024);
+    stalled.destroy();
+  });
+
+  test('abrupt disconnect spares the others', async () => {
+    service = await startService({ transport });
+    const s = service;
+
+    const vanishing = await Promise.all(Array.from({ length: 10 }, () => connect(s)));
+    for (const socket of vanishing) {
+      socket.write(randomBytes(200_000));
+      socket.destroy();
+    }
+    await Promise.all(Array.from({ length: 20 }, () => echoMessages(s, randomMessages(5, 30_000))));
+
+    await waitFor(async () => (await s.server.stats()).connections.open === 0);
+  });
+
+  test('a dead shard is restarted', async () => {
+    service = await startService({ transport, handler: fileURLToPath(crashHandler) });
+    const s = service;
+
+    // Long-lived connections on both shards, then one shard dies.
+    const survivors = await Promise.all(Array.from({ length: 6 }, () => connect(s)));
+    const exited = new Promise<number>((resolve) => s.server.once('shard-exit', resolve));
+    const killer = await connect(s);
+    killer.write('exit\n');
+    const shardId = await exited;
+
+    // Connections on the other shard still echo.
+    let alive = 0;
+    for (const socket of survivors) {
+      const echoed = await roundTrip(socket, randomBytes(1000)).catch(() => false);
+      if (echoed) alive++;
+    }
+    // Round-robin put three of the six on each shard; the killer joined the first one.
+    expect(alive).toBe(3);
+
+    // The shard comes back, and new connections reach both shards again.
+    await waitFor(async () => (await s.server.stats()).shards.length === 2);
+    await Promise.all(Array.from({ length: 8 }, () => echoMessages(s, randomMessages(3, 5000))));
+    const stats = await s.server.stats();
+    expect(stats.shardRestarts).toBe(1);
+    expect(
+      stats.shards.find((shard) => shard.shardId === shardId)?.connectionsTotal,
+    ).toBeGreaterThan(0);
+    for (const socket of survivors) socket.destroy();
+    killer.destroy();
+  });
+
+  test('drain delivers data in flight', async () => {
+    service = await startService({ transport });
+    const s = service;
+
+    const sockets = await Promise.all(Array.from({ length: 10 }, () => connect(s)));
+    const payload = randomBytes(1024 * 1024);
+    const results = sockets.map((socket) => {
+      const chunks: Buffer[] = [];
+      socket.on('data', (chunk: Buffer) => chunks.push(chunk));
+      return new Promise<{ bytes: Buffer; closeNotify: boolean }>((resolve) => {
+        socket.on('end', () => resolve({ bytes: Buffer.concat(chunks), closeNotify: true }));
+        socket.on('close', () => resolve({ bytes: Buffer.concat(chunks), closeNotify: false }));
+      });
+    });
+
+    // Every client's payload reaches the server before the drain starts.
+    for (const socket of sockets) socket.write(payload);
+    await waitFor(async () => {
+      const stats = await s.server.stats();
+      const bytesIn = stats.shards.reduce((sum, shard) => sum + shard.bytesIn, 0);
+      return bytesIn >= sockets.length * payload.byteLength;
+    });
+
+    await s.server.close({ deadlineMs: 10_000 });
+    service = null;
+
+    for (const result of await Promise.all(results)) {
+      expect(result.closeNotify).toBe(true);
+      expect(result.bytes.equals(payload)).toBe(true);
+    }
+  });
+});
+
+/** Writes `data` and resolves true once it is echoed back in full. */
+function roundTrip(socket: import('node:tls').TLSSocket, data: Buffer): Promise<boolean> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let bytes = 0;
+    const onData = (chunk: Buffer) => {
+      chunks.push(chunk);
+      bytes += chunk.byteLength;
+      if (bytes < data.byteLength) return;
+      socket.off('data', onData);
+      resolve(Buffer.concat(chunks).equals(data));
+    };
+    socket.on('data', onData);
+    socket.once('error', reject);
+    socket.once('close', () => resolve(false));
+    socket.write(data);
+  });
+}
