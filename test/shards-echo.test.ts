@@ -152,6 +152,7 @@ describe.each(TRANSPORTS)('%s transport', (transport) => {
 
 /** Writes `data` and resolves true once it is echoed back in full. */
 function roundTrip(socket: import('node:tls').TLSSocket, data: Buffer): Promise<boolean> {
+  if (socket.destroyed || socket.readableEnded) return Promise.resolve(false);
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let bytes = 0;

@@ -201,8 +201,9 @@ export class ShardTlsServer extends EventEmitter {
   }
 
   private async shutdown(deadlineMs: number): Promise<void> {
-    const listener = this.listener;
-    if (listener !== null) await new Promise<void>((resolve) => listener.close(() => resolve()));
+    // Stop accepting. close()'s callback would wait for the relayed sockets this thread still
+    // holds, which the drain below ends, so it is not awaited.
+    this.listener?.close();
 
     this.emit('drain');
     const open = this.pool?.openConnections ?? 0;
