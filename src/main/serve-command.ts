@@ -7,7 +7,6 @@
 import { readFileSync } from 'node:fs';
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { EventEmitter } from 'node:events';
 import { InvalidArgumentError, Option, type Command } from 'commander';
 
 import { ShardTlsError } from '../shared/codes.js';
@@ -23,16 +22,7 @@ import {
 } from '../shared/config.js';
 import { createLogger, type Logger } from '../shared/log.js';
 import { certificateSummary, generateSelfSigned } from './certs.js';
-
-/** The part of the server (src/main/server.ts) that serve uses. */
-interface ServerHandle extends EventEmitter {
-  listen(): Promise<AddressInfo>;
-  stats(): Promise<object>;
-  reload(): Promise<void>;
-  close(options: { deadlineMs: number }): Promise<void>;
-}
-
-type CreateServer = (options: ServerOptionsInput, extras: { logger: Logger }) => ServerHandle;
+import { createServer, type ShardTlsServer } from './server.js';
 
 /** Flag values as commander stores them; absent flags are undefined so the config file wins. */
 interface ServeFlags {
@@ -215,7 +205,6 @@ async function runServe(input: ServerOptionsInput, flags: ServeFlags): Promise<v
   const log = createLogger({ level: options.logLevel, name: 'shardtls' });
 
   const serverInput = await withCertificate(input, options, log);
-  const createServer = await loadCreateServer();
   const server = createServer(serverInput, { logger: log });
 
   // The server itself logs listening, draining, closed and reloaded, with their details.
@@ -295,26 +284,9 @@ async function withCertificate(
   return { ...input, tls };
 }
 
-/** Loads the server module, which is built separately from the CLI. */
-async function loadCreateServer(): Promise<CreateServer> {
-  // A variable specifier keeps this file compiling before src/main/server.ts exists.
-  const specifier = './server.js';
-  try {
-    const module = (await import(specifier)) as { createServer: CreateServer };
-    return module.createServer;
-  } catch (error) {
-    throw new ShardTlsError(
-      'ERR_SERVER_MODULE',
-      `cannot load the server module: ${(error as Error).message.split('\n')[0]}; ` +
-        'rebuild with npm run build',
-      { cause: error },
-    );
-  }
-}
-
 /** Stops on SIGINT/SIGTERM after draining, exits at once on a second one, reloads on SIGHUP. */
 function handleSignals(
-  server: ServerHandle,
+  server: ShardTlsServer,
   statsServer: HttpServer | undefined,
   options: ServerOptions,
   log: Logger,
@@ -361,7 +333,7 @@ function handleSignals(
  */
 async function startStatsServer(
   statsPort: number,
-  server: ServerHandle,
+  server: ShardTlsServer,
   log: Logger,
 ): Promise<HttpServer> {
   const http = createHttpServer((request, response) => {
