@@ -112,7 +112,9 @@ export async function writeCertificate(): Promise<CertificateFiles> {
   };
   writeFileSync(files.cert, pems.cert);
   writeFileSync(files.key, pems.private, { mode: 0o600 });
-  writeFileSync(files.combined, pems.cert + pems.private, { mode: 0o600 });
+  // PEM blocks must start on their own line, and the generated PEM may lack a final newline.
+  const combined = `${pems.cert.trimEnd()}\n${pems.private.trimEnd()}\n`;
+  writeFileSync(files.combined, combined, { mode: 0o600 });
   return files;
 }
 
