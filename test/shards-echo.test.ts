@@ -47,27 +47,30 @@ describe.each(TRANSPORTS)('%s transport', (transport) => {
   test('stalled reader leaves neighbours running', async () => {
     service = await startService({ transport, shards: 1 });
     const s = service;
+    const shardStats = async () => (await s.server.stats()).shards[0];
+    const neighbours = () =>
+      Promise.all(Array.from({ length: 20 }, () => echoMessages(s, randomMessages(20, 16_384))));
 
-    // A client that sends 8 MiB and never reads its echo: the server must push back on it.
+    await neighbours();
+    const heapBefore = (await shardStats()).heapUsed;
+
+    // A client that sends 32 MiB, more than the kernel buffers of both ends absorb, and never
+    // reads its echo: the shard must push back on it instead of buffering it.
     const stalled = await connect(s);
     stalled.pause();
-    const blob = randomBytes(8 * 1024 * 1024);
-    stalled.write(blob);
+    stalled.write(randomBytes(32 * 1024 * 1024));
+    await waitFor(async () => (await shardStats()).bytesIn > 1024 * 1024);
 
-    await waitFor(async () => {
-      const [shard] = (await s.server.stats()).shards;
-      return shard.bytesIn > 256 * 1024;
-    });
+    // Neighbours on the same shard get every byte back while it stays stalled. Their rate next
+    // to a stalled client is measured by bench/transports.ts, not asserted here.
+    await neighbours();
+    await neighbours();
 
-    // Neighbours on the same shard still get every byte back.
-    await Promise.all(
-      Array.from({ length: 20 }, () => echoMessages(s, randomMessages(20, 16_384))),
-    );
-
-    // The stalled connection's bytes stay in the kernel and the bounded buffers, not in the heap.
-    const [shard] = (await s.server.stats()).shards;
-    expect(shard.bytesIn).toBeLessThan(blob.byteLength);
-    expect(shard.heapUsed).toBeLessThan(64 * 1024 * 1024);
+    // The stalled connection is still open, and its bytes did not pile up in the shard.
+    const shard = await shardStats();
+    expect(shard.connectionsOpen).toBe(1);
+    expect(shard.heapUsed - heapBefore).toBeLessThan(16 * 1024 * 1024);
+    if (transport === 'relay') expect(shard.ringRxUsed).toBeLessThan(shard.ringCapacity);
     stalled.destroy();
   });
 
