@@ -5,7 +5,7 @@
  *    one process and a Node `cluster` echo server with N workers, under 64-byte ping-pong and
  *    16 KiB bulk streams driven by `shardtls bench` in this process.
  * 2. HTTPS proxy: `shardtls serve --handler proxy` (N shards), haproxy (N threads, TCP mode) and
- *    hitch (N workers) in front of one plain node:http backend, driven by wrk; the backend
+ *    hitch (N workers) in front of one plain node:http backend, driven by wrk. The backend
  *    without TLS is listed as the ceiling. A missing haproxy, hitch or wrk is skipped with a
  *    message.
  *
@@ -214,7 +214,10 @@ async function compareProxies(
     for (const [t, target] of targets.entries()) {
       const sample = await runWrk(wrk, target.url, load);
       if (sample.errors > 0) {
-        throw new Error(`wrk against ${target.label} met ${sample.errors} error(s)`);
+        throw new Error(
+          `wrk against ${target.label} got ${sample.errors} socket error(s) or non-2xx ` +
+            'response(s): check that server and the backend',
+        );
       }
       samples[t]!.push(sample);
       console.error(

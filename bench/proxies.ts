@@ -104,7 +104,9 @@ export function wrkLatencyUs(text: string): number {
   const match = /^([\d.]+)(us|ms|s)$/.exec(text.trim());
   if (match === null) throw new Error(`invalid wrk latency '${text}': expected a number and unit`);
 
-  const scale = match[2] === 'us' ? 1 : match[2] === 'ms' ? 1000 : 1_000_000;
+  let scale = 1_000_000;
+  if (match[2] === 'ms') scale = 1000;
+  if (match[2] === 'us') scale = 1;
   return Math.round(Number(match[1]) * scale);
 }
 

@@ -155,7 +155,7 @@ function installExitHandlers(): void {
   }
 }
 
-/** How a child server reports its port. */
+/** Parser that finds a child server's port in one line of its output. */
 export type PortReader = (line: string) => number | undefined;
 
 /** Reads `port` from a JSON log line whose `msg` is "listening" (shardtls serve, bench/servers). */
@@ -225,7 +225,8 @@ export async function startServer(
     child.on('exit', (code, signal) => fail(`exited early with ${code ?? signal}`));
   });
 
-  // Later output is read and dropped, so a chatty server never blocks on a full pipe.
+  // The data listeners stay, so later output is still read (only its last 8000 characters are
+  // kept) and a chatty server never blocks on a full pipe.
   child.removeAllListeners('exit');
   child.on('exit', () => children.delete(child));
 
@@ -308,7 +309,7 @@ export interface Workload {
   options: Omit<BenchOptions, 'port'>;
 }
 
-/** The two workloads of both benchmarks: 64-byte ping-pong and 16 KiB bulk streams. */
+/** Returns the two workloads of both benchmarks: 64-byte ping-pong and 16 KiB bulk streams. */
 export function workloads(seconds: number, clientThreads: number): Workload[] {
   const common = { insecure: true, duration: seconds, threads: clientThreads, progress: false };
   return [

@@ -3,8 +3,8 @@
  * shards, under 64-byte ping-pong (requests/s, p99 latency) and 16 KiB bulk streams (MB/s).
  *
  * All four servers run for the whole benchmark. Each round runs every workload once against each
- * server, alternating (A B C D A B C D ...), so a change in machine load hits every server alike;
- * the tables print the median over the rounds and its ratio to direct with 1 shard. Every load
+ * server, alternating (A B C D A B C D ...), so a change in machine load hits every server alike.
+ * The tables print the median over the rounds and its ratio to direct with 1 shard. Every load
  * is bounded by its duration and by the bench tool's run timeout.
  *
  * Run: npm run build && npx tsx bench/transports.ts [--seconds N] [--rounds N] [--client-threads N]

@@ -28,10 +28,18 @@ if (cluster.isPrimary) {
     process.exit(2);
   }
 
-  // Port 0 in the primary's settings: workers that listen on port 0 share one free port.
+  // Workers that call listen(0) all get the same free port from the primary (Node cluster docs,
+  // "How it works"); a second port would split the clients, so it stops the server.
+  const ports = new Set();
   let listening = 0;
   cluster.on('listening', (_worker, address) => {
     listening++;
+    ports.add(address.port);
+    if (ports.size > 1) {
+      console.error(`workers listen on different ports ${[...ports].join(', ')}: stopping`);
+      process.kill(process.pid, 'SIGTERM');
+      return;
+    }
     if (listening === workers) {
       console.log(JSON.stringify({ msg: 'listening', port: address.port, pid: process.pid }));
     }
