@@ -206,6 +206,7 @@ export class ShardPool extends EventEmitter {
       shardId: shard.id,
       options: this.options,
       transport: this.transport,
+      prettyLogs: process.stdout.isTTY === true,
       control: channel.port2,
     };
 

@@ -25,6 +25,8 @@ export interface ShardInit {
   shardId: number;
   options: ServerOptions;
   transport: TransportKind;
+  /** Readable log lines instead of JSON: true when the main thread's stdout is a terminal. */
+  prettyLogs: boolean;
   /** The comlink endpoint of the control plane. */
   control: MessagePort;
   /** Relay transport only: the ring the main thread writes (socket → shard). */

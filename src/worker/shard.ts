@@ -33,7 +33,9 @@ const init = workerData as ShardInit;
 const port = parentPort;
 if (port === null) throw new Error('shard.js runs as a worker thread of the shard pool');
 
-const log = createLogger({ level: init.options.logLevel }).child({ shard: init.shardId });
+const log = createLogger({ level: init.options.logLevel, pretty: init.prettyLogs }).child({
+  shard: init.shardId,
+});
 
 function post(message: ShardToMain): void {
   port!.postMessage(message);
