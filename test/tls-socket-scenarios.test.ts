@@ -17,6 +17,7 @@ import { TlsSocket } from '../src/tls/tls-socket.js';
 import {
   FLUSHING,
   PEER_CLOSED,
+  PEER_SHUT_WRITES,
   READ_WAITS_WRITE,
   RECEIVING,
   SENDING,
@@ -459,12 +460,26 @@ const recvScenarios: RecvScenario[] = [
     expectedNext: EIO,
   },
   {
-    name: 'engine EOF_GRACEFUL',
-    meaning: "the peer's close_notify: 0 now and on every later call",
+    name: 'engine EOF_GRACEFUL on TLS 1.3',
+    meaning: "the peer's close_notify: 0 now and later, and our direction stays open",
     engineRead: [EOF_GRACEFUL],
     expected: 0,
     expectedNext: 0,
     stateSet: PEER_CLOSED,
+    check: ({ socket }) => {
+      expect(socket.trySend([bytes(1)])).toBe(1);
+    },
+  },
+  {
+    name: 'engine EOF_GRACEFUL on TLS 1.2',
+    meaning: "the peer's close_notify ends both directions (RFC 5246 section 7.2.1)",
+    setup: ({ engine }) => {
+      engine.version = 'TLSv1.2';
+    },
+    engineRead: [EOF_GRACEFUL],
+    expected: 0,
+    expectedNext: 0,
+    stateSet: PEER_CLOSED | PEER_SHUT_WRITES,
     check: ({ socket }) => {
       expect(socket.trySend([bytes(1)])).toBe(EPIPE);
     },

@@ -24,6 +24,7 @@ import {
   CLOSED,
   FLUSHING,
   PEER_CLOSED,
+  PEER_SHUT_WRITES,
   READ_WAITS_WRITE,
   SHUTDOWN_FLUSHED,
   SHUTDOWN_REQUESTED,
@@ -456,6 +457,7 @@ export class TlsSocketCore implements Upstream {
 
       if (result === EOF_GRACEFUL) {
         this.stateBits |= PEER_CLOSED;
+        if (this.engine.info().version !== 'TLSv1.3') this.stateBits |= PEER_SHUT_WRITES;
         this.flushAfterRead();
         return 0;
       }
@@ -675,7 +677,7 @@ export class TlsSocketCore implements Upstream {
   /** Maps an engine result that is neither a count nor NEED_* to a socket code. */
   protected engineResultToError(result: number): number {
     if (result === EOF_GRACEFUL) {
-      this.stateBits |= PEER_CLOSED;
+      this.stateBits |= PEER_CLOSED | PEER_SHUT_WRITES;
       return EPIPE;
     }
     if (result === EOF_ABRUPT) {

@@ -35,6 +35,12 @@ export const READ_WAITS_WRITE = 1 << 12;
 export const UPSTREAM_EOF = 1 << 13;
 /** Our close_notify has left through the upstream, which was then shut for writing. */
 export const SHUTDOWN_FLUSHED = 1 << 14;
+/**
+ * The peer's close_notify also ends our writes: on TLS 1.2, where the receiver must answer with
+ * its own close_notify and stop (RFC 5246 section 7.2.1), or when a write itself met it. On
+ * TLS 1.3 each side closes only its own direction (RFC 8446 section 6.1), so writes go on.
+ */
+export const PEER_SHUT_WRITES = 1 << 15;
 
 /** True while another writer (a `send()` or a detached flush) owns the write side. */
 export function isWriteInProgress(state: number): boolean {
@@ -46,9 +52,9 @@ export function isReadInProgress(state: number): boolean {
   return (state & (RECEIVING | HANDSHAKING)) !== 0;
 }
 
-/** True when no more plaintext may be sent: after our shutdown or the peer's close_notify. */
+/** True when no more plaintext may be sent: after our shutdown, or see PEER_SHUT_WRITES. */
 export function isWriteShut(state: number): boolean {
-  return (state & (SHUTDOWN_REQUESTED | SHUTDOWN_SENT | PEER_CLOSED)) !== 0;
+  return (state & (SHUTDOWN_REQUESTED | SHUTDOWN_SENT | PEER_SHUT_WRITES)) !== 0;
 }
 
 /** True once `close()` has run. */
@@ -81,4 +87,5 @@ const STATE_NAMES: ReadonlyArray<readonly [number, string]> = [
   [READ_WAITS_WRITE, 'READ_WAITS_WRITE'],
   [UPSTREAM_EOF, 'UPSTREAM_EOF'],
   [SHUTDOWN_FLUSHED, 'SHUTDOWN_FLUSHED'],
+  [PEER_SHUT_WRITES, 'PEER_SHUT_WRITES'],
 ];
