@@ -487,7 +487,7 @@ describe('handles', () => {
     expect(() => native.destroy(plain)).toThrow(TypeError);
     const e = engine(ctx);
     expect(() => native.contextDestroy(plain)).toThrow(TypeError);
-    expect(() => native.engineCreate(plain, false, null, 0, null, true)).toThrow(TypeError);
+    expect(() => native.engineCreate(plain, false, null, 0, null, 0)).toThrow(TypeError);
     expect(e.handshake()).toBe(NEED_READ);
   });
 

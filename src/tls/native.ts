@@ -38,6 +38,8 @@ export interface NativeBinding {
   liveEngines(): number;
   liveContexts(): number;
   opensslVersion(): string;
+  setResultArray(results: Int32Array): void;
+  releaseIdleBuffers(): number;
 
   contextCreate(): NativeHandle;
   contextDestroy(context: NativeHandle): void;
@@ -73,16 +75,35 @@ export interface NativeBinding {
     servername: string | null,
     bioSize: number,
     session: Uint8Array | null,
-    releaseBuffers: boolean,
+    bufferPolicy: number,
   ): NativeHandle;
   handshake(engine: NativeHandle): number;
   handshakeDone(engine: NativeHandle): boolean;
   write(engine: NativeHandle, src: Uint8Array, offset: number, length: number): number;
   read(engine: NativeHandle, dst: Uint8Array, offset: number, length: number): number;
+  writeOut(
+    engine: NativeHandle,
+    src: Uint8Array,
+    offset: number,
+    length: number,
+    dst: Uint8Array,
+    dstOffset: number,
+    dstLength: number,
+    take: boolean,
+  ): number;
+  pushRead(
+    engine: NativeHandle,
+    src: Uint8Array,
+    offset: number,
+    length: number,
+    dst: Uint8Array,
+    dstOffset: number,
+    dstLength: number,
+  ): number;
   shutdown(engine: NativeHandle): number;
   outputPending(engine: NativeHandle): number;
   peekOutput(engine: NativeHandle, dst: Uint8Array, offset: number, length: number): number;
-  consumeOutput(engine: NativeHandle, n: number): void;
+  consumeOutput(engine: NativeHandle, n: number): number;
   takeOutput(engine: NativeHandle, dst: Uint8Array, offset: number, length: number): number;
   inputSpace(engine: NativeHandle): number;
   writeInput(engine: NativeHandle, src: Uint8Array, offset: number, length: number): number;

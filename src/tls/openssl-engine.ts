@@ -4,7 +4,8 @@
  * Each method is one native call with no allocation, so the per-record cost is the Node-API
  * call itself. Results follow `TlsEngine`; the extra methods below (`takeOutput`, `transferTo`,
  * `session`, `closeReason`) serve upstreams that take everything, in-memory pairs and session
- * resumption.
+ * resumption. `writeAndPeek`, `writeAndTake` and `pushAndRead` do two steps in one native call
+ * and leave their second count in `lastMoved`.
  *
  * Fatal alerts: an alert received during the handshake is why the handshake failed, so
  * `handshake`, `read` or `write` throw a TlsEngineError with the alert text (for example
@@ -36,6 +37,46 @@ export class TlsEngineError extends ShardTlsError {
 
 native.setErrorClass(TlsEngineError);
 
+/*
+ * The second result of the two-in-one calls: the addon writes it into slot 0 of this array,
+ * which is registered once per thread, so those calls allocate nothing to return two numbers.
+ */
+const results = new Int32Array(4);
+native.setResultArray(results);
+
+/** The values of the addon's buffer_policy (shardtls.h). */
+const BUFFERS_RELEASE_PER_RECORD = 0;
+const BUFFERS_KEEP = 1;
+const BUFFERS_RELEASE_IDLE = 2;
+
+/**
+ * Interval of the idle-buffer sweep in milliseconds. An engine with `releaseBuffers: 'idle'`
+ * that made no call for one full interval frees its SSL record buffers, so an idle connection
+ * returns to the release-per-record footprint within one to two intervals.
+ */
+export const IDLE_SWEEP_INTERVAL_MS = 1000;
+
+let sweepTimer: ReturnType<typeof setInterval> | null = null;
+
+function sweepIdleBuffers(): void {
+  native.releaseIdleBuffers();
+  if (native.liveEngines() === 0 && sweepTimer !== null) {
+    clearInterval(sweepTimer);
+    sweepTimer = null;
+  }
+}
+
+/**
+ * Frees the SSL record buffers of this thread's `'idle'` engines that made no engine call since
+ * the previous sweep, and marks the others for the next one. The engine module runs it every
+ * `IDLE_SWEEP_INTERVAL_MS` on an unreferenced timer; call it directly to release sooner.
+ * Returns the number of engines whose buffers were freed. An engine with a partial record
+ * buffered keeps its buffers until a later sweep.
+ */
+export function releaseIdleBuffers(): number {
+  return native.releaseIdleBuffers();
+}
+
 /** `TlsSessionInfo` plus the peer's verify error. */
 export interface OpenSslSessionInfo extends TlsSessionInfo {
   /**
@@ -59,11 +100,13 @@ export interface EngineOptions {
   /** Client: a session from `session()` of an earlier engine, to resume. */
   session?: Uint8Array;
   /**
-   * Free SSL's record buffers whenever they are empty (SSL_MODE_RELEASE_BUFFERS). Default true,
-   * which suits many idle connections. False keeps about 34 KiB per engine allocated and saves a
-   * malloc and free per record, for connections that stay busy.
+   * When SSL frees its record buffers (about 34 KiB while allocated; see bench/engine.ts for
+   * measured figures). `'idle'` (default) keeps them while the engine is busy and frees them
+   * once it made no call for one to two `IDLE_SWEEP_INTERVAL_MS` intervals. `true` frees them
+   * whenever they are empty (SSL_MODE_RELEASE_BUFFERS): a malloc and free per record, the least
+   * memory. `false` keeps them until `destroy()`.
    */
-  releaseBuffers?: boolean;
+  releaseBuffers?: boolean | 'idle';
 }
 
 /** One TLS connection over OpenSSL. Call `destroy()` when done; the collector is a fallback. */
@@ -93,6 +136,64 @@ export class OpenSslEngine implements TlsEngine {
     return native.read(this.#h, dst, offset, length);
   }
 
+  /**
+   * The second count of the last `writeAndPeek`, `writeAndTake` or `pushAndRead` on any engine
+   * of this thread, because one per-thread array carries it: ciphertext bytes copied out, or
+   * ciphertext bytes accepted. Read it before the next such call. After `writeAndPeek` or
+   * `writeAndTake` threw it is 0; after `pushAndRead` threw it is the bytes accepted.
+   */
+  get lastMoved(): number {
+    return results[0];
+  }
+
+  /**
+   * `write(src, offset, length)`, then copies pending ciphertext into `dst` without consuming
+   * it, as `peekOutput` does (up to the ring's wrap), and sets `lastMoved` to the bytes copied.
+   * Returns what `write` returns. The copy also runs after NEED_WRITE and EOF codes; a thrown
+   * TlsEngineError skips it, and the alert it queued stays for `peekOutput`.
+   */
+  writeAndPeek(
+    src: Uint8Array,
+    offset: number,
+    length: number,
+    dst: Uint8Array,
+    dstOffset: number,
+    dstLength: number,
+  ): number {
+    return native.writeOut(this.#h, src, offset, length, dst, dstOffset, dstLength, false);
+  }
+
+  /**
+   * `writeAndPeek` that also consumes what it copied, across the ring's wrap, as `takeOutput`
+   * does. For an upstream that always takes everything it is given.
+   */
+  writeAndTake(
+    src: Uint8Array,
+    offset: number,
+    length: number,
+    dst: Uint8Array,
+    dstOffset: number,
+    dstLength: number,
+  ): number {
+    return native.writeOut(this.#h, src, offset, length, dst, dstOffset, dstLength, true);
+  }
+
+  /**
+   * `writeInput(src, offset, length)`, then `read(dst, dstOffset, dstLength)`. Sets `lastMoved`
+   * to the ciphertext bytes accepted, fewer than `length` when the input buffer filled (push the
+   * rest after reading). Returns what `read` returns; a `dstLength` of 0 only pushes.
+   */
+  pushAndRead(
+    src: Uint8Array,
+    offset: number,
+    length: number,
+    dst: Uint8Array,
+    dstOffset: number,
+    dstLength: number,
+  ): number {
+    return native.pushRead(this.#h, src, offset, length, dst, dstOffset, dstLength);
+  }
+
   shutdown(): number {
     return native.shutdown(this.#h);
   }
@@ -110,9 +211,12 @@ export class OpenSslEngine implements TlsEngine {
     return native.peekOutput(this.#h, dst, offset, length);
   }
 
-  /** Drops `n` pending bytes. Throws a RangeError when `n` exceeds `outputPending()`. */
-  consumeOutput(n: number): void {
-    native.consumeOutput(this.#h, n);
+  /**
+   * Drops `n` pending bytes and returns the bytes still pending. Throws a RangeError when `n`
+   * exceeds `outputPending()`.
+   */
+  consumeOutput(n: number): number {
+    return native.consumeOutput(this.#h, n);
   }
 
   /** Copies and consumes up to `length` pending bytes across the wrap. Returns the bytes moved. */
@@ -177,14 +281,24 @@ export class OpenSslEngine implements TlsEngine {
 export function createEngine(context: SecureContext, options: EngineOptions = {}): OpenSslEngine {
   const isServer = options.isServer ?? false;
   const servername = options.servername ?? context.servername;
+  const release = options.releaseBuffers ?? 'idle';
+  let policy = BUFFERS_RELEASE_IDLE;
+  if (release === true) policy = BUFFERS_RELEASE_PER_RECORD;
+  else if (release === false) policy = BUFFERS_KEEP;
+
   const handle = native.engineCreate(
     context.nativeHandle(),
     isServer,
     isServer ? null : servername,
     options.bioSize ?? 0,
     options.session ?? null,
-    options.releaseBuffers ?? true,
+    policy,
   );
+  if (policy === BUFFERS_RELEASE_IDLE && sweepTimer === null) {
+    sweepTimer = setInterval(sweepIdleBuffers, IDLE_SWEEP_INTERVAL_MS);
+    // The sweep never keeps a process or worker alive on its own.
+    sweepTimer.unref();
+  }
   return new OpenSslEngine(handle, isServer);
 }
 
