@@ -30,6 +30,7 @@ import {
   startServe,
   startServer,
   which,
+  range,
   withRatio,
   workloads,
   writeCertificate,
@@ -150,16 +151,18 @@ async function compareEcho(
 }
 
 function printEcho(rows: EchoRow[]): void {
-  const pick = (row: EchoRow, w: number, field: keyof Sample): number =>
-    median(row.samples[w]!.map((sample) => sample[field]));
+  const all = (row: EchoRow, w: number, field: keyof Sample): number[] =>
+    row.samples[w]!.map((sample) => sample[field]);
+  const pick = (row: EchoRow, w: number, field: keyof Sample): number => median(all(row, w, field));
   const base = rows[0]!;
 
   console.log('echo, ping-pong 64 B, 16 connections (ratio to shardtls direct)');
-  const ping = [['server', 'requests/s', 'p99 latency us']];
+  const ping = [['server', 'requests/s', 'range of runs', 'p99 latency us']];
   for (const row of rows) {
     ping.push([
       row.label,
       withRatio(pick(row, 0, 'requestsPerSecond'), pick(base, 0, 'requestsPerSecond')),
+      range(all(row, 0, 'requestsPerSecond')),
       withRatio(pick(row, 0, 'p99Us'), pick(base, 0, 'p99Us')),
     ]);
   }
@@ -167,11 +170,12 @@ function printEcho(rows: EchoRow[]): void {
   console.log('');
 
   console.log('echo, bulk 16 KiB writes, 16 in flight, 4 connections (ratio to shardtls direct)');
-  const bulk = [['server', 'MB/s echoed', 'p99 latency us']];
+  const bulk = [['server', 'MB/s echoed', 'range of runs', 'p99 latency us']];
   for (const row of rows) {
     bulk.push([
       row.label,
       withRatio(pick(row, 1, 'megabytesPerSecond'), pick(base, 1, 'megabytesPerSecond'), 1),
+      range(all(row, 1, 'megabytesPerSecond'), 1),
       withRatio(pick(row, 1, 'p99Us'), pick(base, 1, 'p99Us')),
     ]);
   }
@@ -227,17 +231,19 @@ async function compareProxies(
     }
   }
 
-  const pick = (t: number, field: keyof WrkSample): number =>
-    median(samples[t]!.map((sample) => sample[field]));
+  const all = (t: number, field: keyof WrkSample): number[] =>
+    samples[t]!.map((sample) => sample[field]);
+  const pick = (t: number, field: keyof WrkSample): number => median(all(t, field));
   console.log(
     `HTTPS proxy to one node:http backend (64-byte body), wrk ${clientThreads} thread(s), ` +
       `${WRK_CONNECTIONS} keep-alive connections (ratio to shardtls proxy direct)`,
   );
-  const rows = [['server', 'requests/s', 'p50 latency us', 'p99 latency us']];
+  const rows = [['server', 'requests/s', 'range of runs', 'p50 latency us', 'p99 latency us']];
   for (const [t, target] of targets.entries()) {
     rows.push([
       target.label,
       withRatio(pick(t, 'requestsPerSecond'), pick(0, 'requestsPerSecond')),
+      range(all(t, 'requestsPerSecond')),
       withRatio(pick(t, 'p50Us'), pick(0, 'p50Us')),
       withRatio(pick(t, 'p99Us'), pick(0, 'p99Us')),
     ]);

@@ -351,6 +351,11 @@ export function median(values: number[]): number {
   return sorted.length % 2 === 1 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
 }
 
+/** Formats the lowest and highest of a non-empty list, e.g. `19000-24000`. */
+export function range(values: number[], digits = 0): string {
+  return `${Math.min(...values).toFixed(digits)}-${Math.max(...values).toFixed(digits)}`;
+}
+
 /** Formats a figure and its ratio to a baseline, e.g. `21034 (1.00)`. */
 export function withRatio(value: number, baseline: number, digits = 0): string {
   const ratio = baseline > 0 ? (value / baseline).toFixed(2) : 'n/a';

@@ -18,6 +18,7 @@ import {
   printHeader,
   printTable,
   startServe,
+  range,
   withRatio,
   workloads,
   writeCertificate,
@@ -80,15 +81,17 @@ async function main(): Promise<void> {
     cert.remove();
   }
 
-  const pick = (w: number, c: number, field: keyof Sample): number =>
-    median(samples[w]![c]!.map((sample) => sample[field]));
+  const all = (w: number, c: number, field: keyof Sample): number[] =>
+    samples[w]![c]!.map((sample) => sample[field]);
+  const pick = (w: number, c: number, field: keyof Sample): number => median(all(w, c, field));
 
   console.log('ping-pong, 64 B, 16 connections (ratio to direct, 1 shard)');
-  const pingRows = [['server', 'requests/s', 'p99 latency us']];
+  const pingRows = [['server', 'requests/s', 'range of runs', 'p99 latency us']];
   for (const [c, config] of CONFIGS.entries()) {
     pingRows.push([
       config.label,
       withRatio(pick(0, c, 'requestsPerSecond'), pick(0, 0, 'requestsPerSecond')),
+      range(all(0, c, 'requestsPerSecond')),
       withRatio(pick(0, c, 'p99Us'), pick(0, 0, 'p99Us')),
     ]);
   }
@@ -96,11 +99,12 @@ async function main(): Promise<void> {
   console.log('');
 
   console.log('bulk, 16 KiB writes, 16 in flight, 4 connections (ratio to direct, 1 shard)');
-  const bulkRows = [['server', 'MB/s echoed', 'p99 latency us']];
+  const bulkRows = [['server', 'MB/s echoed', 'range of runs', 'p99 latency us']];
   for (const [c, config] of CONFIGS.entries()) {
     bulkRows.push([
       config.label,
       withRatio(pick(1, c, 'megabytesPerSecond'), pick(1, 0, 'megabytesPerSecond'), 1),
+      range(all(1, c, 'megabytesPerSecond'), 1),
       withRatio(pick(1, c, 'p99Us'), pick(1, 0, 'p99Us')),
     ]);
   }
