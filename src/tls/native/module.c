@@ -1,6 +1,6 @@
 /*
  * shardtls_tls: a memory-BIO TLS engine and secure contexts over the OpenSSL inside node.
- * This file holds the module entry point and the per-thread state.
+ * This file contains the module entry point and the per-thread state.
  *
  * The addon is context aware (NAPI_MODULE_INIT), so each worker thread gets its own state. The
  * OpenSSL error queue is per thread and shared with node's own crypto, so entry points clear
