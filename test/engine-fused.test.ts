@@ -220,6 +220,24 @@ describe('idle buffer release', () => {
     expect(Buffer.from(plain.subarray(0, 12)).toString()).toBe('split record');
   });
 
+  test('keeps unread plaintext', () => {
+    const { c, s } = connect({ releaseBuffers: 'idle' });
+    const wire = new Uint8Array(4096);
+    c.writeAndTake(Buffer.from('twelve bytes'), 0, 12, wire, 0, wire.length);
+    const head = new Uint8Array(4);
+    // The server decrypts the whole record but hands out only 4 bytes of it.
+    expect(s.pushAndRead(wire, 0, c.lastMoved, head, 0, head.length)).toBe(4);
+
+    releaseIdleBuffers();
+    // Only the client is freed, because the rest of the plaintext is in the server's buffer.
+    expect(releaseIdleBuffers()).toBe(1);
+    const rest = new Uint8Array(16);
+    expect(s.read(rest, 0, rest.length)).toBe(8);
+    expect(Buffer.from(head).toString() + Buffer.from(rest.subarray(0, 8)).toString()).toBe(
+      'twelve bytes',
+    );
+  });
+
   test('rejects an unknown native policy', () => {
     const ctx = createSecureContext({});
     expect(() => native.engineCreate(ctx.nativeHandle(), false, null, 0, null, 3)).toThrow(
