@@ -90,12 +90,15 @@ export interface TlsEngine {
 
   /**
    * Copies up to `length` bytes of pending ciphertext into `dst` at `offset` without consuming
-   * them. Returns the bytes copied.
+   * them. Returns the bytes copied, which is 0 only when nothing is pending or `length` is 0.
    */
   peekOutput(dst: Uint8Array, offset: number, length: number): number;
 
-  /** Drops the first `n` bytes of pending ciphertext, after the upstream accepted them. */
-  consumeOutput(n: number): void;
+  /**
+   * Drops the first `n` bytes of pending ciphertext, after the upstream accepted them. Returns
+   * the bytes still pending, so a flush loop needs no `outputPending()` call after it.
+   */
+  consumeOutput(n: number): number;
 
   /** Bytes of ciphertext that `writeInput` accepts now. */
   inputSpace(): number;

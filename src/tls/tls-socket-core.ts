@@ -510,18 +510,20 @@ export class TlsSocketCore implements Upstream {
    */
   protected flushOutput(): number {
     const engine = this.engine;
-    let pending = engine.outputPending();
-    for (let round = 0; pending > 0 && round < MAX_FLUSH_ROUNDS; round++) {
-      const copied = engine.peekOutput(this.scratch, 0, Math.min(pending, SCRATCH_SIZE));
+    for (let round = 0; round < MAX_FLUSH_ROUNDS; round++) {
+      // peekOutput copies nothing exactly when nothing is pending, so it also serves as the
+      // check, and consumeOutput returns the rest: two engine calls per round.
+      const copied = engine.peekOutput(this.scratch, 0, SCRATCH_SIZE);
+      if (copied === 0) return 0;
+
       const sent = this.upstream.trySend(this.scratchIov(copied));
-      if (sent === EAGAIN || sent === 0) return pending;
+      if (sent === EAGAIN || sent === 0) return engine.outputPending();
       if (sent < 0) return sent;
 
-      engine.consumeOutput(sent);
-      pending = engine.outputPending();
-      if (sent < copied) return pending;
+      const pending = engine.consumeOutput(sent);
+      if (pending === 0 || sent < copied) return pending;
     }
-    return pending;
+    return engine.outputPending();
   }
 
   /** Flushes now and hands the rest, if any, to a detached flush. */
