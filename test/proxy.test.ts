@@ -210,8 +210,12 @@ describe('proxy service', () => {
     const prefix = sent.subarray(0, output.received_bytes as number);
     expect(output.received_sha256).toBe(sha256(prefix));
     expect(output.close_notify).toBe(true);
+    // Linux reports the reset as ECONNRESET, or, when the reset lands while the proxy has the
+    // socket paused with data queued, sometimes as a plain end of stream (seen under load).
     const logged = await service.waitForLog(
-      (line) => line.msg === 'backend connection failed' && line.code === 'ECONNRESET',
+      (line) =>
+        (line.msg === 'backend connection failed' && line.code === 'ECONNRESET') ||
+        line.msg === 'backend ended its stream',
     );
     expect(logged.shard).toEqual(expect.any(Number));
     expect(logged.conn).toEqual(expect.any(Number));

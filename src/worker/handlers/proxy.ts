@@ -118,6 +118,7 @@ export default function proxy(socket: TlsSocket, context: ConnectionContext): Pr
       pumpClient();
     });
     backend.on('end', () => {
+      context.log.debug('backend ended its stream');
       backendDone = true;
       if (outbound === null) endClientWrites();
     });
