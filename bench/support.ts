@@ -14,11 +14,18 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import selfsigned from 'selfsigned';
 
-import type { BenchOptions, BenchResult } from '../dist/main/bench-command.js';
-import { runBench } from '../dist/main/bench-command.js';
+import type { BenchOptions, BenchResult } from '../src/main/bench-command.js';
 
 /** The repository root, the working directory of every child server. */
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+
+/**
+ * `runBench` from the compiled bench command. Its piscina workers load dist/main/bench/worker.js,
+ * so the source under tsx cannot run them; the types come from src/ so typechecking needs no build.
+ */
+const { runBench } = (await import(
+  new URL('../dist/main/bench-command.js', import.meta.url).href
+)) as typeof import('../src/main/bench-command.js');
 
 /** Milliseconds a child server may take to print its port. */
 const START_TIMEOUT_MS = 20_000;
