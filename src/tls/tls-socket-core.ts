@@ -107,6 +107,12 @@ export class TlsSocketCore implements Upstream {
     });
   }
 
+  /**
+   * Called when a readiness callback installed with `setHandler` throws. The socket is closed
+   * first. The shard sets it so that such an exception closes this connection only.
+   */
+  onCallbackError: ((err: unknown) => void) | null = null;
+
   /** The state bit set (see tls-socket-state.ts), for diagnostics and tests. */
   get state(): number {
     return this.stateBits;
@@ -754,7 +760,11 @@ export class TlsSocketCore implements Upstream {
       this.wake(false);
       if ((this.stateBits & WANT_WRITABLE) !== 0 && this.handler !== null) {
         this.stateBits &= ~WANT_WRITABLE;
-        this.handler.writable();
+        try {
+          this.handler.writable();
+        } catch (err) {
+          return this.callbackFailed(err);
+        }
       }
     }
 
@@ -763,9 +773,24 @@ export class TlsSocketCore implements Upstream {
       this.wake(true);
       if ((this.stateBits & WANT_READABLE) !== 0 && this.handler !== null) {
         this.stateBits &= ~WANT_READABLE;
-        this.handler.readable();
+        try {
+          this.handler.readable();
+        } catch (err) {
+          return this.callbackFailed(err);
+        }
       }
     }
+  }
+
+  /**
+   * A readiness callback threw: the connection is closed, and `onCallbackError` gets the error
+   * (without it, the error is rethrown, because a caller bug must not pass silently).
+   */
+  private callbackFailed(err: unknown): void {
+    this.failure ??= err;
+    this.close();
+    if (this.onCallbackError === null) throw err;
+    this.onCallbackError(err);
   }
 
   private wake(readable: boolean): void {

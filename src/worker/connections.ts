@@ -114,7 +114,12 @@ export class ConnectionHost {
         options: this.options,
       };
       try {
-        await this.handler(socket, context);
+        // An exception in a readiness callback fails this connection like a rejection does.
+        const callbackFailed = new Promise<never>((_, reject) => {
+          socket.onCallbackError = reject;
+        });
+        callbackFailed.catch(() => {}); // it may fail after the handler resolved: nobody waits then
+        await Promise.race([this.handler(socket, context), callbackFailed]);
       } catch (err) {
         this.handlerErrors++;
         log.error({ err: errorText(err) }, 'handler failed; closing its connection');

@@ -23,6 +23,7 @@ import type {
   ShardStats,
   ShardToMain,
 } from '../shared/messages.js';
+import type { TlsEngine } from '../tls/engine.js';
 import { ConnectionHost, type CountingUpstream, errorText } from './connections.js';
 import { loadHandler } from './handlers/load.js';
 import { NetUpstream } from './net-upstream.js';
@@ -49,7 +50,17 @@ async function start(): Promise<void> {
   host.onClosed = (count) => post({ type: 'closed', count });
 
   const serve = (connId: number, upstream: CountingUpstream, peer: PeerAddress) => {
-    void host.serve(connId, upstream, tls.newEngine(), peer);
+    let engine: TlsEngine;
+    try {
+      engine = tls.newEngine();
+    } catch (err) {
+      // Out of memory inside OpenSSL, most likely: this connection fails, the shard goes on.
+      log.error({ conn: connId, err: errorText(err) }, 'cannot create a TLS engine; closing');
+      upstream.close();
+      post({ type: 'closed', count: 1 });
+      return;
+    }
+    void host.serve(connId, upstream, engine, peer);
   };
 
   // 2. The transport.
