@@ -33,7 +33,7 @@ const SHARD_ENTRY = new URL('../worker/shard.js', import.meta.url);
 const RESTART_DELAY_MS = 100;
 const RESTART_DELAY_MAX_MS = 5_000;
 
-/** One worker thread and what the main thread knows of it. */
+/** One worker thread and the main thread's record of it. */
 class Shard {
   worker!: Worker;
   /** The control plane of the running worker; null between its exit and its restart. */
@@ -132,7 +132,7 @@ export class ShardPool extends EventEmitter {
     return true;
   }
 
-  /** Counters of every ready shard; a shard that does not answer within 2 s is left out. */
+  /** Counters of every ready shard; a shard that does not respond within 2 s is left out. */
   async stats(): Promise<ShardStats[]> {
     const ready = this.shards.filter((shard) => shard.ready);
     const answers = await Promise.all(
@@ -289,7 +289,7 @@ function pickTransport(requested: TransportKind, log: Logger): TransportKind {
 function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms);
+    timer = setTimeout(() => reject(new Error(`no response within ${ms} ms`)), ms);
   });
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }

@@ -161,7 +161,7 @@ export class ShardTlsServer extends EventEmitter {
     return address !== null && typeof address === 'object' ? address : null;
   }
 
-  /** Counters of the server and of every shard that answers within 2 s. */
+  /** Counters of the server and of every shard that responds within 2 s. */
   async stats(): Promise<ServerStats> {
     const shards = this.pool === null ? [] : await this.pool.stats();
     return {

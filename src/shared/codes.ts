@@ -30,7 +30,7 @@ export const NEED_READ = -1001;
 export const NEED_WRITE = -1002;
 /** The peer sent close_notify (RFC 8446 section 6.1): a clean end of its data. */
 export const EOF_GRACEFUL = -1003;
-/** The transport ended without close_notify, or a fatal alert arrived: a truncated stream. */
+/** The transport ended without close_notify, or a fatal alert arrived after the handshake. */
 export const EOF_ABRUPT = -1004;
 
 const NAMES: ReadonlyMap<number, string> = new Map([

@@ -14,7 +14,7 @@ export function iovLength(iov: IoVec): number {
   return total;
 }
 
-/** Returns true when `iov` holds no bytes (no arrays, or only empty ones). */
+/** Returns true when `iov` contains no bytes (no arrays, or only empty ones). */
 export function iovIsEmpty(iov: IoVec): boolean {
   for (let i = 0; i < iov.length; i++) {
     if (iov[i].byteLength > 0) return false;

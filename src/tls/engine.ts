@@ -3,7 +3,7 @@
  *
  * The engine sits between two byte streams. On the application side it takes and returns
  * plaintext (`write`, `read`). On the network side it takes ciphertext that arrived from the peer
- * (`writeInput`) and holds ciphertext to be sent to the peer (`outputPending`, `peekOutput`,
+ * (`writeInput`) and keeps ciphertext to be sent to the peer (`outputPending`, `peekOutput`,
  * `consumeOutput`). It never touches a socket, so a TlsSocket can drive it over any upstream and
  * tests can drive a TlsSocket with a fake engine.
  *
@@ -12,7 +12,8 @@
  * - `NEED_READ`: the engine needs ciphertext from the peer (`writeInput`) before it can go on.
  * - `NEED_WRITE`: the engine's output buffer is full; flush ciphertext, then call again.
  * - `EOF_GRACEFUL`: the peer sent close_notify.
- * - `EOF_ABRUPT`: the input ended (`writeInputEof`) without close_notify, or a fatal alert arrived.
+ * - `EOF_ABRUPT`: the input ended (`writeInputEof`) without close_notify, or a fatal alert
+ *   arrived after the handshake (one during the handshake throws, like any handshake failure).
  *
  * Protocol and certificate failures throw a `TlsEngineError` with OpenSSL's reason string.
  * That happens once per connection at most, so it stays off the steady-state hot path.
@@ -31,7 +32,7 @@ export interface PeerCertificateSummary {
   fingerprint256: string;
 }
 
-/** What the handshake agreed. Fields are null before the handshake completes. */
+/** The parameters the handshake agreed on; fields are null before it completes. */
 export interface TlsSessionInfo {
   /** `'TLSv1.2'` or `'TLSv1.3'`. */
   version: string | null;
@@ -119,7 +120,7 @@ export interface TlsEngine {
    */
   keyUpdate(requestPeer: boolean): number;
 
-  /** What the handshake agreed. */
+  /** Returns the parameters the handshake agreed on. */
   info(): TlsSessionInfo;
 
   /** Frees the engine's native memory. Safe to call twice; any other call afterwards throws. */
