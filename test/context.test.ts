@@ -74,6 +74,11 @@ describe('createSecureContext', () => {
       },
       'sniContexts: key does not match cert',
     ],
+    [
+      'ticket keys of the wrong size',
+      { cert: certs.server.cert, key: certs.server.key, ticketKeys: new Uint8Array(48) },
+      'invalid ticketKeys: expected 80 bytes, got 48',
+    ],
   ])('rejects %s', (_name, options, expected) => {
     const message = failure(options);
     if (typeof expected === 'string') expect(message).toBe(expected);

@@ -2,6 +2,7 @@
  * The acceptor and the shard pool: connection limit, handshake timeout, balance policies, IPv6.
  */
 import net from 'node:net';
+import tls from 'node:tls';
 
 import { afterEach, expect, test } from 'vitest';
 
@@ -103,4 +104,50 @@ test('round-robin spreads connections evenly', async () => {
 
   const stats = await s.server.stats();
   expect(stats.shards.map((shard) => shard.connectionsTotal)).toEqual([5, 5]);
+});
+
+/** Connects with `session` (if any), exchanges one message, and returns reuse and the ticket. */
+async function resumeOnce(s: TestService, version: 'TLSv1.2' | 'TLSv1.3', session?: Buffer) {
+  const socket = tls.connect({
+    host: '127.0.0.1',
+    port: s.port,
+    ca: s.ca,
+    servername: 'localhost',
+    session,
+    minVersion: version,
+    maxVersion: version,
+  });
+  // A TLS 1.2 resumption may keep its ticket, so the newest session seen is the one to reuse.
+  let latest = session;
+  socket.on('session', (data: Buffer) => (latest = data));
+  await new Promise<void>((resolve, reject) => {
+    socket.once('secureConnect', () => resolve());
+    socket.once('error', reject);
+  });
+  const reused = socket.isSessionReused();
+
+  // TLS 1.3 tickets arrive after the handshake, before the first echo.
+  const echoed = new Promise<void>((resolve) => socket.once('data', () => resolve()));
+  socket.write('x');
+  await echoed;
+  socket.end();
+  if (latest === undefined) throw new Error('the server issued no session ticket');
+  return { reused, ticket: latest };
+}
+
+test.each(['TLSv1.2', 'TLSv1.3'] as const)('%s tickets resume on every shard', async (version) => {
+  service = await startService({ shards: 2 });
+  const s = service;
+
+  // Round-robin alternates the shards, so each reconnect lands on the other one.
+  let { ticket } = await resumeOnce(s, version);
+  for (let i = 0; i < 4; i++) {
+    const result = await resumeOnce(s, version, ticket);
+    expect(result.reused).toBe(true);
+    ticket = result.ticket;
+  }
+
+  // A certificate reload keeps the ticket keys.
+  await s.server.reload();
+  expect((await resumeOnce(s, version, ticket)).reused).toBe(true);
 });

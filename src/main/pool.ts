@@ -6,6 +6,7 @@
  * plane. Shards are long-lived actors with pinned connections, so the pool manages its own
  * workers instead of a task pool.
  */
+import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import type { Socket } from 'node:net';
 import { MessageChannel, Worker } from 'node:worker_threads';
@@ -24,6 +25,7 @@ import type {
   TransportKind,
 } from '../shared/messages.js';
 import { Ring } from '../shared/ring.js';
+import { TICKET_KEYS_BYTES } from '../tls/context.js';
 import { fdAddon, socketFd } from './fd.js';
 import { RelayPump } from './relay.js';
 
@@ -53,6 +55,7 @@ export class ShardPool extends EventEmitter {
 
   private readonly shards: Shard[] = [];
   private readonly log: Logger;
+  private readonly ticketKeys = new Uint8Array(randomBytes(TICKET_KEYS_BYTES));
   private options: ServerOptions;
   private nextShard = 0;
   private nextConnId = 1;
@@ -206,6 +209,7 @@ export class ShardPool extends EventEmitter {
       shardId: shard.id,
       options: this.options,
       transport: this.transport,
+      ticketKeys: this.ticketKeys,
       prettyLogs: process.stdout.isTTY === true,
       control: channel.port2,
     };

@@ -25,6 +25,11 @@ export interface ShardInit {
   shardId: number;
   options: ServerOptions;
   transport: TransportKind;
+  /**
+   * The secret that seals session tickets, the same in every shard so that a ticket resumes on
+   * any of them. It lives as long as the server and survives certificate reloads.
+   */
+  ticketKeys: Uint8Array;
   /** Readable log lines instead of JSON: true when the main thread's stdout is a terminal. */
   prettyLogs: boolean;
   /** The comlink endpoint of the control plane. */

@@ -71,7 +71,16 @@ export interface SecureContextOptions {
   sessionTickets?: boolean;
   /** Server: extra certificates chosen by SNI; the default pair serves every other name. */
   sniContexts?: SniCertificate[];
+  /**
+   * Server: the secret that seals session tickets, `TICKET_KEYS_BYTES` random bytes. Contexts
+   * built with the same keys resume each other's tickets (every shard of a server). Without it,
+   * OpenSSL picks random keys per context. Never log or persist it in clear.
+   */
+  ticketKeys?: Uint8Array;
 }
+
+/** Bytes of `ticketKeys` that OpenSSL 3 takes: a key name, an HMAC key and an AES key. */
+export const TICKET_KEYS_BYTES = 80;
 
 const VERSIONS: Readonly<Record<TlsVersion, number>> = { 'TLSv1.2': 0x0303, 'TLSv1.3': 0x0304 };
 
@@ -247,7 +256,13 @@ export function createSecureContext(options: SecureContextOptions = {}): SecureC
       );
     }
 
-    // 3. Flags last: they apply to the SNI contexts made above as well.
+    // 3. Ticket keys and flags last: they apply to the SNI contexts made above as well.
+    if (options.ticketKeys !== undefined) {
+      if (!(options.ticketKeys instanceof Uint8Array)) {
+        throw invalid('invalid ticketKeys: expected a Uint8Array');
+      }
+      native.contextSetTicketKeys(handle, options.ticketKeys);
+    }
     native.contextSetFlags(handle, sessionTickets, requestCert, requireCert, rejectUnauthorized);
   } catch (error) {
     native.contextDestroy(handle);

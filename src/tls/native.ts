@@ -61,6 +61,7 @@ export interface NativeBinding {
   contextUseDefaultCa(context: NativeHandle): void;
   contextSetCiphers(context: NativeHandle, ciphers: string | null, suites: string | null): void;
   contextSetAlpn(context: NativeHandle, wire: Uint8Array): void;
+  contextSetTicketKeys(context: NativeHandle, keys: Uint8Array): void;
   contextSetFlags(
     context: NativeHandle,
     sessionTickets: boolean,

@@ -12,10 +12,15 @@ import { createEngine } from '../tls/openssl-engine.js';
 /** The server side TLS of a shard: one context, and an engine per connection. */
 export class ServerTls {
   private context: SecureContext;
+  private readonly ticketKeys: Uint8Array;
 
-  /** Builds the context. Throws with a message naming the option OpenSSL rejected. */
-  constructor(options: TlsOptions) {
-    this.context = buildContext(options);
+  /**
+   * Builds the context; `ticketKeys` seal session tickets, shared by every shard of a server.
+   * Throws with a message naming the option OpenSSL rejected.
+   */
+  constructor(options: TlsOptions, ticketKeys: Uint8Array) {
+    this.ticketKeys = ticketKeys;
+    this.context = buildContext(options, ticketKeys);
   }
 
   /** Returns a server engine for a new connection. */
@@ -25,14 +30,14 @@ export class ServerTls {
 
   /** Builds a context from `options` and uses it for new connections. Throws as the constructor. */
   reload(options: TlsOptions): void {
-    const next = buildContext(options);
+    const next = buildContext(options, this.ticketKeys);
     const previous = this.context;
     this.context = next;
     previous.destroy();
   }
 }
 
-function buildContext(options: TlsOptions): SecureContext {
+function buildContext(options: TlsOptions, ticketKeys: Uint8Array): SecureContext {
   const [first, ...others] = options.certs;
   if (first === undefined) throw new Error('no certificate: tls.certs is empty');
 
@@ -49,6 +54,7 @@ function buildContext(options: TlsOptions): SecureContext {
     ciphers: options.ciphers,
     ciphersuites: options.ciphersuites,
     sessionTickets: options.sessionTickets,
+    ticketKeys,
     sniContexts: others.map((entry) => ({
       cert: entry.cert,
       key: entry.key,

@@ -44,7 +44,7 @@ function post(message: ShardToMain): void {
 
 async function start(): Promise<void> {
   // 1. TLS contexts and the handler: a failure here stops the server before it listens.
-  const tls = new ServerTls(init.options.tls);
+  const tls = new ServerTls(init.options.tls, init.ticketKeys);
   const handler = await loadHandler(init.options.handler);
   const host = new ConnectionHost(init.shardId, init.transport, init.options, handler, log);
   host.onClosed = (count) => post({ type: 'closed', count });

@@ -538,3 +538,39 @@ napi_value context_set_flags(napi_env env, napi_callback_info info) {
   clear_errors();
   return undefined_value(env);
 }
+
+/*
+ * contextSetTicketKeys(handle, keys): the key material that encrypts stateless session tickets
+ * (TLS 1.2 RFC 5077 tickets and TLS 1.3 PSK tickets alike). Every shard gets the same keys, so a
+ * ticket issued by one shard resumes on any other. OpenSSL 3 takes 80 bytes: a 16-byte key name,
+ * a 32-byte HMAC key and a 32-byte AES key; the length is asked from OpenSSL, not assumed.
+ */
+napi_value context_set_ticket_keys(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  uint8_t *keys;
+  size_t keys_len;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  context *c = get_context(env, argv[0]);
+  if (c == NULL || !get_bytes(env, argv[1], &keys, &keys_len)) return NULL;
+
+  clear_errors();
+  long expected = SSL_CTX_set_tlsext_ticket_keys(c->ctx, NULL, 0);
+  if (expected <= 0 || (size_t)expected != keys_len) {
+    char message[MESSAGE_SIZE];
+    snprintf(message, sizeof message, "invalid ticketKeys: expected %ld bytes, got %zu", expected,
+             keys_len);
+    clear_errors();
+    return throw_option(env, message);
+  }
+
+  /* Tickets are sealed with the keys of the context the handshake started on, but an SNI
+   * context gets them too, so the choice never depends on OpenSSL's internals. */
+  bool ok = SSL_CTX_set_tlsext_ticket_keys(c->ctx, keys, (long)keys_len) == 1;
+  for (size_t i = 0; ok && i < c->sni_count; i++) {
+    ok = SSL_CTX_set_tlsext_ticket_keys(c->sni[i].ctx, keys, (long)keys_len) == 1;
+  }
+  clear_errors();
+  if (!ok) return throw_option(env, "invalid ticketKeys: OpenSSL rejected them");
+  return undefined_value(env);
+}

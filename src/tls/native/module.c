@@ -97,6 +97,7 @@ NAPI_MODULE_INIT() {
       METHOD("contextSetCiphers", context_set_ciphers),
       METHOD("contextSetAlpn", context_set_alpn),
       METHOD("contextSetFlags", context_set_flags),
+      METHOD("contextSetTicketKeys", context_set_ticket_keys),
       METHOD("engineCreate", engine_create),
       METHOD("handshake", engine_handshake),
       METHOD("handshakeDone", engine_handshake_done),

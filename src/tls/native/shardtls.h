@@ -182,6 +182,7 @@ napi_value context_add_ca(napi_env env, napi_callback_info info);
 napi_value context_use_default_ca(napi_env env, napi_callback_info info);
 napi_value context_set_ciphers(napi_env env, napi_callback_info info);
 napi_value context_set_alpn(napi_env env, napi_callback_info info);
+napi_value context_set_ticket_keys(napi_env env, napi_callback_info info);
 napi_value context_set_flags(napi_env env, napi_callback_info info);
 
 /* ---- engine.c ---- */
