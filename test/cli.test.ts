@@ -389,7 +389,7 @@ describe('shardtls serve running', () => {
     if (unavailable !== undefined) context.skip(unavailable);
 
     serve!.child.kill('SIGHUP');
-    await serve!.waitForLog('certificates reloaded');
+    await serve!.waitForLog('certificate reloaded');
 
     expect((await echoOnce(port, 'pong')).reply).toBe('pong');
   });

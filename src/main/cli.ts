@@ -17,8 +17,17 @@ import { registerServeCommand } from './serve-command.js';
 const EXIT_USAGE = 2;
 const EXIT_FAILURE = 1;
 
-/** Listen errors caused by the address the user chose, reported like other invalid input. */
-const ADDRESS_ERRORS = new Set(['EADDRINUSE', 'EADDRNOTAVAIL', 'EACCES']);
+/**
+ * Start-up errors caused by what the user chose, reported like other invalid input: the listen
+ * address, and a shard that cannot start with the options (a handler module that fails to load).
+ */
+const USAGE_ERRORS = new Set([
+  'EADDRINUSE',
+  'EADDRNOTAVAIL',
+  'EACCES',
+  'ENOTFOUND',
+  'ERR_SHARD_START',
+]);
 
 function packageVersion(): string {
   // Both src/main/cli.ts and dist/main/cli.js sit two levels below package.json.
@@ -58,7 +67,7 @@ async function main(argv: string[]): Promise<void> {
     }
     if (
       error instanceof ConfigError ||
-      (error instanceof ShardTlsError && ADDRESS_ERRORS.has(error.code))
+      (error instanceof ShardTlsError && USAGE_ERRORS.has(error.code))
     ) {
       reportUsageError(error.message);
       return;

@@ -216,7 +216,13 @@ async function runServe(input: ServerOptionsInput, flags: ServeFlags): Promise<v
 
   let statsServer: HttpServer | undefined;
   if (options.statsPort !== undefined) {
-    statsServer = await startStatsServer(options.statsPort, server, log);
+    try {
+      statsServer = await startStatsServer(options.statsPort, server, log);
+    } catch (error) {
+      // Nothing has been served yet, so the TLS port closes at once.
+      await server.close({ deadlineMs: 0 });
+      throw error;
+    }
   }
 
   handleSignals(server, statsServer, options, log);
@@ -317,7 +323,7 @@ function handleSignals(
   process.on('SIGHUP', () => {
     log.info('reloading certificates');
     server.reload().then(
-      () => log.info('certificates reloaded'),
+      () => {}, // the server logs the reload with each certificate's summary
       (error: unknown) =>
         log.error({ err: error }, 'certificate reload failed; keeping the old ones'),
     );

@@ -14,7 +14,7 @@ import {
 } from '../shared/config.js';
 import { createLogger, type Logger } from '../shared/log.js';
 import type { ShardStats, TransportKind } from '../shared/messages.js';
-import { generateSelfSigned } from './certs.js';
+import { certificateSummary, generateSelfSigned } from './certs.js';
 import { ShardPool } from './pool.js';
 
 /** Options of `createServer` that are not server settings. */
@@ -98,6 +98,13 @@ export class ShardTlsServer extends EventEmitter {
       this.log.warn(
         { fingerprint256: generated.fingerprint256 },
         'no certificate given: serving a self-signed certificate for localhost, 127.0.0.1 and ::1',
+      );
+    }
+
+    if (options.tls.requestCert && options.tls.ca === undefined) {
+      this.log.warn(
+        'client certificates are verified against the default CA store of the OpenSSL inside ' +
+          'node; pass --ca (tls.ca) with the CA that signed them, or clients will be rejected',
       );
     }
 
@@ -188,7 +195,13 @@ export class ShardTlsServer extends EventEmitter {
     if (fresh.certs.length === 0 && this.generated !== null) fresh.certs = this.generated;
     await this.pool.reload(fresh);
     this.options.tls = fresh;
-    this.log.info({ certificates: fresh.certs.length }, 'certificates reloaded');
+    for (const [index, entry] of fresh.certs.entries()) {
+      const { subject, subjectAltNames, validTo, fingerprint256 } = certificateSummary(entry.cert);
+      this.log.info(
+        { index, subject, subjectAltNames, validTo, fingerprint256 },
+        'certificate reloaded',
+      );
+    }
   }
 
   /**

@@ -100,7 +100,9 @@ export class ConnectionHost {
         this.handshakesDone++;
       } catch (err) {
         this.handshakesFailed++;
-        log.debug({ err: errorText(err), peer: peer.address }, 'handshake failed');
+        // The engine's own error carries OpenSSL's reason ("peer did not return a certificate").
+        const reason = errorText(socket.error ?? err);
+        log.debug({ err: reason, peer: peer.address }, 'handshake failed');
         return;
       }
 
@@ -122,7 +124,8 @@ export class ConnectionHost {
         await Promise.race([this.handler(socket, context), callbackFailed]);
       } catch (err) {
         this.handlerErrors++;
-        log.error({ err: errorText(err) }, 'handler failed; closing its connection');
+        const stack = err instanceof Error ? err.stack : undefined;
+        log.error({ err: errorText(err), stack }, 'handler failed; closing its connection');
         return;
       }
 
