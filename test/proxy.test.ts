@@ -23,7 +23,7 @@ import {
   type CertFiles,
   type ServeProcess,
 } from './fixtures/serve-process.js';
-import { waitFor } from './helpers/service.js';
+import { endAndWait, roundTrip, waitFor } from './helpers/service.js';
 
 const PYTHON_CLIENT = fileURLToPath(new URL('./fixtures/serve-client.py', import.meta.url));
 const MIB = 1024 * 1024;
@@ -387,39 +387,5 @@ function connect(port: number): Promise<tls.TLSSocket> {
       resolve(socket);
     });
     socket.once('error', reject);
-  });
-}
-
-/** Writes `data`, resolves with the first `data.byteLength` bytes read back. */
-function roundTrip(socket: tls.TLSSocket, data: Buffer): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let bytes = 0;
-    const onData = (chunk: Buffer): void => {
-      chunks.push(chunk);
-      bytes += chunk.byteLength;
-      if (bytes < data.byteLength) return;
-      cleanup();
-      resolve(Buffer.concat(chunks));
-    };
-    const onClose = (): void => {
-      cleanup();
-      reject(new Error(`connection closed after ${bytes} of ${data.byteLength} bytes`));
-    };
-    const cleanup = (): void => {
-      socket.off('data', onData);
-      socket.off('close', onClose);
-    };
-    socket.on('data', onData);
-    socket.once('close', onClose);
-    socket.write(data);
-  });
-}
-
-/** Ends the connection with close_notify and resolves once it has closed. */
-function endAndWait(socket: tls.TLSSocket): Promise<void> {
-  return new Promise((resolve) => {
-    socket.once('close', () => resolve());
-    socket.end();
   });
 }

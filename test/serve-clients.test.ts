@@ -20,6 +20,7 @@ import {
   type CertFiles,
   type ServeProcess,
 } from './fixtures/serve-process.js';
+import { endAndWait, roundTrip } from './helpers/service.js';
 
 const PYTHON_CLIENT = fileURLToPath(new URL('./fixtures/serve-client.py', import.meta.url));
 const UPPER_HANDLER = fileURLToPath(new URL('./fixtures/serve-upper.mjs', import.meta.url));
@@ -71,42 +72,6 @@ function connect(port: number, options: tls.ConnectionOptions = {}): Promise<tls
 
 function testCa(): string {
   return testCerts().ca.cert;
-}
-
-/** Writes `data`, resolves with the first `data.byteLength` bytes read back. */
-function roundTrip(socket: tls.TLSSocket, data: Buffer): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let bytes = 0;
-    const onData = (chunk: Buffer): void => {
-      chunks.push(chunk);
-      bytes += chunk.byteLength;
-      if (bytes < data.byteLength) return;
-      cleanup();
-      resolve(Buffer.concat(chunks));
-    };
-    const onClose = (): void => {
-      cleanup();
-      reject(new Error(`connection closed after ${bytes} of ${data.byteLength} bytes`));
-    };
-    const cleanup = (): void => {
-      socket.off('data', onData);
-      socket.off('close', onClose);
-      socket.off('error', onClose);
-    };
-    socket.on('data', onData);
-    socket.once('close', onClose);
-    socket.once('error', onClose);
-    socket.write(data);
-  });
-}
-
-/** Ends the connection with close_notify and resolves once the server's close arrived. */
-function endAndWait(socket: tls.TLSSocket): Promise<void> {
-  return new Promise((resolve) => {
-    socket.once('close', () => resolve());
-    socket.end();
-  });
 }
 
 /** Resolves when the socket closes, with the error it saw first (or null). */

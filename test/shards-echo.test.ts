@@ -11,6 +11,7 @@ import {
   connect,
   echoMessages,
   randomMessages,
+  roundTrip,
   startService,
   waitFor,
   type TestService,
@@ -102,7 +103,9 @@ describe.each(TRANSPORTS)('%s transport', (transport) => {
     // Connections on the other shard still echo.
     let alive = 0;
     for (const socket of survivors) {
-      const echoed = await roundTrip(socket, randomBytes(1000)).catch(() => false);
+      const data = randomBytes(1000);
+      const echoed =
+        !socket.destroyed && (await roundTrip(socket, data).catch(() => null))?.equals(data);
       if (echoed) alive++;
     }
     // Round-robin put three of the six on each shard; the killer joined the first one.
@@ -152,23 +155,3 @@ describe.each(TRANSPORTS)('%s transport', (transport) => {
     }
   });
 });
-
-/** Writes `data` and resolves true once it is echoed back in full. */
-function roundTrip(socket: import('node:tls').TLSSocket, data: Buffer): Promise<boolean> {
-  if (socket.destroyed || socket.readableEnded) return Promise.resolve(false);
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let bytes = 0;
-    const onData = (chunk: Buffer) => {
-      chunks.push(chunk);
-      bytes += chunk.byteLength;
-      if (bytes < data.byteLength) return;
-      socket.off('data', onData);
-      resolve(Buffer.concat(chunks).equals(data));
-    };
-    socket.on('data', onData);
-    socket.once('error', reject);
-    socket.once('close', () => resolve(false));
-    socket.write(data);
-  });
-}

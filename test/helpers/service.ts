@@ -114,3 +114,39 @@ export async function waitFor(check: () => boolean | Promise<boolean>, timeoutMs
     await new Promise((resolve) => setTimeout(resolve, 10));
   }
 }
+
+/** Writes `data`, resolves with the first `data.byteLength` bytes read back. */
+export function roundTrip(socket: tls.TLSSocket, data: Buffer): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let bytes = 0;
+    const onData = (chunk: Buffer): void => {
+      chunks.push(chunk);
+      bytes += chunk.byteLength;
+      if (bytes < data.byteLength) return;
+      cleanup();
+      resolve(Buffer.concat(chunks));
+    };
+    const onClose = (): void => {
+      cleanup();
+      reject(new Error(`connection closed after ${bytes} of ${data.byteLength} bytes`));
+    };
+    const cleanup = (): void => {
+      socket.off('data', onData);
+      socket.off('close', onClose);
+      socket.off('error', onClose);
+    };
+    socket.on('data', onData);
+    socket.once('close', onClose);
+    socket.once('error', onClose);
+    socket.write(data);
+  });
+}
+
+/** Ends the connection with close_notify and resolves once the server's close arrived. */
+export function endAndWait(socket: tls.TLSSocket): Promise<void> {
+  return new Promise((resolve) => {
+    socket.once('close', () => resolve());
+    socket.end();
+  });
+}
