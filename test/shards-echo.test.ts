@@ -138,13 +138,23 @@ describe.each(TRANSPORTS)('%s transport', (transport) => {
       });
     });
 
-    // Every client's payload reaches the server before the drain starts.
-    for (const socket of sockets) socket.write(payload);
-    await waitFor(async () => {
+    // Every client's payload reaches the server before the drain starts. The server counts
+    // ciphertext, so the wait adds what TLS 1.3 puts around each 16 KiB record: a 5-byte
+    // header, the content type byte and a 16-byte AEAD tag (RFC 8446 section 5.2).
+    const bytesIn = async () => {
       const stats = await s.server.stats();
-      const bytesIn = stats.shards.reduce((sum, shard) => sum + shard.bytesIn, 0);
-      return bytesIn >= sockets.length * payload.byteLength;
-    });
+      return stats.shards.reduce((sum, shard) => sum + shard.bytesIn, 0);
+    };
+    const handshakes = async () => {
+      const stats = await s.server.stats();
+      return stats.shards.reduce((sum, shard) => sum + shard.handshakesDone, 0);
+    };
+    await waitFor(async () => (await handshakes()) === sockets.length);
+    const records = Math.ceil(payload.byteLength / 16_384);
+    const expected = (await bytesIn()) + sockets.length * (payload.byteLength + records * 22);
+
+    for (const socket of sockets) socket.write(payload);
+    await waitFor(async () => (await bytesIn()) >= expected);
 
     await s.server.close({ deadlineMs: 10_000 });
     service = null;
