@@ -101,6 +101,11 @@ export class ShardTlsServer extends EventEmitter {
       );
     }
 
+    if (options.handler === 'echo' && options.backend !== undefined) {
+      this.log.warn(
+        'the echo handler does not use the backend address; did you mean --handler proxy?',
+      );
+    }
     if (options.tls.requestCert && options.tls.ca === undefined) {
       this.log.warn(
         'client certificates are verified against the default CA store of the OpenSSL inside ' +
