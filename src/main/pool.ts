@@ -166,6 +166,9 @@ export class ShardPool extends EventEmitter {
         .filter((shard) => shard.ready)
         .map((shard) => withTimeout(shard.control!.drain(deadlineMs), deadlineMs + 2_000)),
     ).catch(() => [] as number[]);
+
+    // Relayed sockets close in this thread, each waiting at most LINGER_MS for the client's FIN.
+    await Promise.all(this.shards.map((shard) => shard.pump?.whenLingerDone()));
     await this.terminate();
     return forced.reduce((sum, n) => sum + n, 0);
   }

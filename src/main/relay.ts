@@ -29,6 +29,7 @@ import {
   OPEN_MAX_PAYLOAD,
   encodeOpenPayload,
 } from '../shared/layout.js';
+import { closeAfterPeer } from '../shared/linger.js';
 import { RingReader, RingWriter, copyBytes } from '../shared/ring.js';
 
 /** Options of a RelayPump. */
@@ -48,6 +49,8 @@ export interface RelayPumpOptions {
 export interface RelayStats {
   /** Connections open in the pump now. */
   connections: number;
+  /** Connections the shard closed whose sockets still wait for the client's FIN. */
+  lingering: number;
   /** Connections added since the pump started. */
   opened: number;
   /** Bytes moved socket → rx ring. */
@@ -141,6 +144,8 @@ export class RelayPump {
   private waitingForRoom = false;
   private nextId = 1;
   private closed = false;
+  /** Closes of sockets that the shard ended and that still wait for the client's FIN. */
+  private readonly lingering = new Set<Promise<void>>();
 
   private opened = 0;
   private rxBytes = 0;
@@ -197,10 +202,16 @@ export class RelayPump {
     return id;
   }
 
+  /** Resolves once every socket the shard ended has closed (each within LINGER_MS). */
+  async whenLingerDone(): Promise<void> {
+    await Promise.all([...this.lingering]);
+  }
+
   /** Returns the pump's counters and the occupancy of its rings. */
   stats(): RelayStats {
     return {
       connections: this.connections.size,
+      lingering: this.lingering.size,
       opened: this.opened,
       rxBytes: this.rxBytes,
       txBytes: this.txBytes,
@@ -459,12 +470,10 @@ export class RelayPump {
       return;
     }
 
-    // After the shard's END: let the bytes already written reach the client, then close.
-    if (socket.writableFinished) {
-      socket.destroy();
-    } else {
-      socket.once('finish', () => socket.destroy());
-      socket.end();
-    }
+    // After the shard's END: the bytes already written reach the client, then FIN, and the
+    // socket drops input until the client's FIN, so the client never meets a reset.
+    const closed = closeAfterPeer(socket);
+    this.lingering.add(closed);
+    void closed.then(() => this.lingering.delete(closed));
   }
 }

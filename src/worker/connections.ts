@@ -20,6 +20,8 @@ import type { ConnectionContext, ConnectionHandler } from './handler.js';
 export interface CountingUpstream extends Upstream {
   readonly bytesIn: number;
   readonly bytesOut: number;
+  /** Resolves once the transport has let go of the connection after `close()`. */
+  whenReleased?(): Promise<void>;
 }
 
 interface Connection {
@@ -133,6 +135,7 @@ export class ConnectionHost {
       await closeNotify(socket);
     } finally {
       socket.close();
+      await upstream.whenReleased?.();
       this.live.delete(connId);
       this.closedBytesIn += upstream.bytesIn;
       this.closedBytesOut += upstream.bytesOut;

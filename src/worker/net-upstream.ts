@@ -12,6 +12,7 @@
 import type { Socket } from 'node:net';
 
 import { EAGAIN, EBADF, ECONNRESET, EPIPE } from '../shared/codes.js';
+import { closeAfterPeer } from '../shared/linger.js';
 import type { IoVec } from '../shared/iovec.js';
 import type { Upstream, UpstreamHandler } from '../tls/upstream.js';
 
@@ -47,6 +48,7 @@ export class NetUpstream implements Upstream {
   private closed = false;
   private writeShut = false;
   private wantWritable = false;
+  private released: Promise<void> = Promise.resolve();
 
   constructor(socket: Socket, options: NetUpstreamOptions = {}) {
     this.socket = socket;
@@ -168,15 +170,30 @@ export class NetUpstream implements Upstream {
     this.socket.end();
   }
 
+  /**
+   * Releases the upstream at once. After an error the socket is destroyed; otherwise the bytes
+   * already accepted still leave, then FIN, and input is dropped until the peer's FIN (see
+   * `closeAfterPeer`), so the peer reads everything instead of meeting a reset.
+   */
   close(): void {
     if (this.closed) return;
     this.closed = true;
     this.chunks.length = 0;
     this.buffered = 0;
-    this.socket.destroy();
+    if (this.error !== 0) {
+      this.socket.destroy();
+      return;
+    }
+    this.released = closeAfterPeer(this.socket);
+  }
+
+  /** Resolves once the socket has closed after `close()` (bounded by LINGER_MS). */
+  whenReleased(): Promise<void> {
+    return this.released;
   }
 
   private onData(chunk: Buffer): void {
+    if (this.closed) return; // a closing socket drops its input
     this.chunks.push(chunk);
     this.buffered += chunk.byteLength;
     if (this.buffered >= this.readBufferBytes) this.socket.pause();
