@@ -209,9 +209,7 @@ async function runServe(input: ServerOptionsInput, flags: ServeFlags): Promise<v
 
   // The server itself logs listening, draining, closed and reloaded, with their details.
   server.on('error', (error: unknown) => log.error({ err: error }, 'server error'));
-  server.on('shard-exit', (shardId: number, exitCode: number) =>
-    log.error({ shard: shardId, exitCode }, 'shard exited; the server restarts it'),
-  );
+  // The pool logs each shard exit and restart itself.
   await server.listen();
 
   let statsServer: HttpServer | undefined;

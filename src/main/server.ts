@@ -7,6 +7,7 @@ import net, { type AddressInfo } from 'node:net';
 
 import { ShardTlsError } from '../shared/codes.js';
 import {
+  ConfigError,
   resolveServerOptions,
   type ServerOptions,
   type ServerOptionsInput,
@@ -38,6 +39,9 @@ export interface ServerStats {
   shardRestarts: number;
   shards: ShardStats[];
 }
+
+/** Longest drain deadline: the longest delay a Node timer takes (2^31 - 1 ms, about 24.8 days). */
+const MAX_DEADLINE_MS = 2_147_483_647;
 
 /** Options of `close()`. */
 export interface CloseOptions {
@@ -87,6 +91,9 @@ export class ShardTlsServer extends EventEmitter {
    * does not load, a certificate its engine rejects), `ERR_SERVER_STATE` when called twice.
    */
   async listen(): Promise<AddressInfo> {
+    if (this.closing !== null) {
+      throw new ShardTlsError('ERR_SERVER_STATE', 'listen() after close(): create a new server');
+    }
     if (this.pool !== null) throw new ShardTlsError('ERR_SERVER_STATE', 'listen() called twice');
     const options = this.options;
 
@@ -195,6 +202,8 @@ export class ShardTlsServer extends EventEmitter {
    */
   async reload(): Promise<void> {
     if (this.pool === null) throw new ShardTlsError('ERR_SERVER_STATE', 'reload() before listen()');
+    if (this.closing !== null)
+      throw new ShardTlsError('ERR_SERVER_STATE', 'reload() after close()');
 
     const fresh = resolveServerOptions(this.input).tls;
     if (fresh.certs.length === 0 && this.generated !== null) fresh.certs = this.generated;
@@ -214,7 +223,18 @@ export class ShardTlsServer extends EventEmitter {
    * close_notify), then stops the shards. Resolves once everything is closed; safe to call twice.
    */
   close(options: CloseOptions = {}): Promise<void> {
-    this.closing ??= this.shutdown(options.deadlineMs ?? this.options.drainTimeoutMs);
+    const deadlineMs = options.deadlineMs ?? this.options.drainTimeoutMs;
+    if (!Number.isInteger(deadlineMs) || deadlineMs < 0 || deadlineMs > MAX_DEADLINE_MS) {
+      // A caller bug, reported the way invalid server options are.
+      return Promise.reject(
+        new ConfigError(
+          'deadlineMs',
+          `invalid deadlineMs ${String(deadlineMs)}: use whole milliseconds from 0 to ` +
+            `${MAX_DEADLINE_MS}`,
+        ),
+      );
+    }
+    this.closing ??= this.shutdown(deadlineMs);
     return this.closing;
   }
 

@@ -45,6 +45,9 @@ export type BalancePolicy = (typeof BALANCE_POLICIES)[number];
 /** The built-in handlers; any other handler is a module given by path or file URL. */
 export const BUILTIN_HANDLERS = ['echo', 'proxy'] as const;
 
+/** Longest delay a Node timer takes (2^31 - 1 ms); a longer one fires at once. */
+const MAX_TIMER_MS = 2_147_483_647;
+
 const KIB = 1024;
 const MIB = 1024 * KIB;
 
@@ -95,8 +98,8 @@ export const serverOptionsSchema = z.strictObject({
     .union([z.string().min(1), z.strictObject({ host: z.string().min(1), port: port.min(1) })])
     .optional(),
   maxConnections: z.number().int().min(1).default(10_000),
-  handshakeTimeoutMs: z.number().int().min(1).default(10_000),
-  drainTimeoutMs: z.number().int().min(0).default(30_000),
+  handshakeTimeoutMs: z.number().int().min(1).max(MAX_TIMER_MS).default(10_000),
+  drainTimeoutMs: z.number().int().min(0).max(MAX_TIMER_MS).default(30_000),
   logLevel: z.enum(LOG_LEVELS).default('info'),
   statsPort: port.optional(),
   ringBytes: z
