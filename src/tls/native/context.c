@@ -565,7 +565,11 @@ napi_value context_set_ticket_keys(napi_env env, napi_callback_info info) {
   }
 
   /* Tickets are sealed with the keys of the context the handshake started on, but an SNI
-   * context gets them too, so the choice never depends on OpenSSL's internals. */
+   * context gets them too, so the choice never depends on OpenSSL's internals.
+   * NOTE: a ticket issued under one SNI certificate also resumes under another name of the same
+   * server, against RFC 6066 section 3. The SNI switch happens after OpenSSL has looked up the
+   * session; selecting the certificate in a client_hello callback with a session id context per
+   * certificate would make such a resumption fall back to a full handshake. */
   bool ok = SSL_CTX_set_tlsext_ticket_keys(c->ctx, keys, (long)keys_len) == 1;
   for (size_t i = 0; ok && i < c->sni_count; i++) {
     ok = SSL_CTX_set_tlsext_ticket_keys(c->sni[i].ctx, keys, (long)keys_len) == 1;
