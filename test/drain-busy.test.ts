@@ -24,7 +24,7 @@ interface BusyClient {
   outcome: Promise<Outcome>;
 }
 
-/** A client that sends 512 bytes every 5 ms until the server ends the connection. */
+/** Connects a client that sends 512 bytes every 5 ms until the server ends the connection. */
 function busyClient(port: number): Promise<BusyClient> {
   return new Promise((resolveConnected, rejectConnected) => {
     // allowHalfOpen is passed on to the TCP socket, though the tls typings leave it out.
