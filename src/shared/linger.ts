@@ -2,7 +2,7 @@
  * A close of a TCP socket that lets the last bytes arrive instead of resetting the connection.
  *
  * A TCP stack that closes a socket while received data is unread, or that receives data after
- * * the close, sends a reset (RFC 1122 section 4.2.2.13). The reset makes the peer discard
+ * the close, sends a reset (RFC 1122 section 4.2.2.13). The reset makes the peer discard
  * what it had not read yet, which can be the last echoed bytes and the close_notify. So after
  * our FIN the socket keeps reading, and drops what arrives, until the peer's FIN or a deadline.
  */
