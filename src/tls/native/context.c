@@ -84,7 +84,7 @@ static int alpn_callback(SSL *ssl, const unsigned char **out, unsigned char *out
                          const unsigned char *in, unsigned int inlen, void *arg) {
   (void)ssl;
   context *c = arg;
-  /* A server with no ALPN list ignores the client's (RFC 7301 section 3.2 lets it not answer). */
+  /* A server with no ALPN list omits the extension from its reply (RFC 7301 section 3.2). */
   if (c->alpn_len == 0) return SSL_TLSEXT_ERR_NOACK;
   for (size_t i = 0; i < c->alpn_len; i += 1 + c->alpn[i]) {
     unsigned char length = c->alpn[i];
@@ -543,7 +543,7 @@ napi_value context_set_flags(napi_env env, napi_callback_info info) {
  * contextSetTicketKeys(handle, keys): the key material that encrypts stateless session tickets
  * (TLS 1.2 RFC 5077 tickets and TLS 1.3 PSK tickets alike). Every shard gets the same keys, so a
  * ticket issued by one shard resumes on any other. OpenSSL 3 takes 80 bytes: a 16-byte key name,
- * a 32-byte HMAC key and a 32-byte AES key; the length is asked from OpenSSL, not assumed.
+ * a 32-byte HMAC key and a 32-byte AES key. The length is asked from OpenSSL, not assumed.
  */
 napi_value context_set_ticket_keys(napi_env env, napi_callback_info info) {
   size_t argc = 2;
