@@ -260,7 +260,7 @@ describe('echo service without ALPN', () => {
     service = await serve(['--shards', '1', '--cert', files.serverCert, '--key', files.serverKey]);
   });
 
-  // A server without a protocol list answers without the extension (RFC 7301 section 3.2).
+  // A server without a protocol list omits the extension (RFC 7301 section 3.2).
   test('client ALPN list is ignored', async () => {
     const result = await sClient(service.port, ['-alpn', 'h2,http/1.1']);
 

@@ -144,7 +144,7 @@ export class ShardPool extends EventEmitter {
     return answers.filter((stats): stats is ShardStats => stats !== null);
   }
 
-  /** The number of restarts of every shard since the pool started. */
+  /** Returns the number of shard restarts since the pool started. */
   restarts(): number {
     return this.shards.reduce((sum, shard) => sum + shard.restarts, 0);
   }
@@ -257,7 +257,7 @@ export class ShardPool extends EventEmitter {
     });
   }
 
-  /** A shard died: its connections are gone, the others go on, and it is started again. */
+  /** Restarts a shard that died; its connections are gone and the other shards go on. */
   private onExit(shard: Shard, code: number): void {
     const lost = shard.open;
     shard.pump?.close();

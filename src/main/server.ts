@@ -40,7 +40,7 @@ export interface ServerStats {
   shards: ShardStats[];
 }
 
-/** Longest drain deadline: the longest delay a Node timer takes (2^31 - 1 ms, about 24.8 days). */
+/** Maximum drain deadline: the maximum delay of a Node timer (2^31 - 1 ms, about 24.8 days). */
 const MAX_DEADLINE_MS = 2_147_483_647;
 
 /** Options of `close()`. */
@@ -174,7 +174,7 @@ export class ShardTlsServer extends EventEmitter {
     return address;
   }
 
-  /** The bound address, or null before `listen()` resolves and after `close()`. */
+  /** Returns the bound address, or null before `listen()` resolves and after `close()`. */
   address(): AddressInfo | null {
     const address = this.listener?.address();
     return address !== null && typeof address === 'object' ? address : null;

@@ -45,7 +45,7 @@ export type BalancePolicy = (typeof BALANCE_POLICIES)[number];
 /** The built-in handlers; any other handler is a module given by path or file URL. */
 export const BUILTIN_HANDLERS = ['echo', 'proxy'] as const;
 
-/** Longest delay a Node timer takes (2^31 - 1 ms); a longer one fires at once. */
+/** Maximum delay of a Node timer (2^31 - 1 ms); a longer one fires at once. */
 const MAX_TIMER_MS = 2_147_483_647;
 
 const KIB = 1024;

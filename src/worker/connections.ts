@@ -122,7 +122,7 @@ export class ConnectionHost {
         const callbackFailed = new Promise<never>((_, reject) => {
           socket.onCallbackError = reject;
         });
-        callbackFailed.catch(() => {}); // it may fail after the handler resolved: nobody waits then
+        callbackFailed.catch(() => {}); // a failure after the handler resolved has no waiter
         await Promise.race([this.handler(socket, context), callbackFailed]);
       } catch (err) {
         this.handlerErrors++;

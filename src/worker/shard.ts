@@ -2,7 +2,7 @@
  * The entry of a shard: a worker thread whose event loop runs the TLS connections given to it.
  *
  * At start it builds its TLS contexts, loads the handler and reports `ready` (or `start-failed`
- * with one line that says why). Then it takes connections from its transport: descriptors posted
+ * with a one-line reason). Then it takes connections from its transport: descriptors posted
  * by the main thread (direct) or OPEN records on its rx ring (relay). The control plane (stats,
  * drain, reload) is a comlink API on the port in `workerData.control`.
  */
